@@ -1,0 +1,39 @@
+# Two commands do everything on a fresh clone: `make lab` (the course) and `make test` (every test).
+# Both create .venv and install the package with its extras the first time, then reuse it.
+
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+# CI and the tests run the FAST profile with no network access.
+TEST_ENV := DDPM_FAST=1 DDPM_OFFLINE=1
+
+.PHONY: setup test lint unit notebooks lab clean-venv
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	$(BIN)/python -m ipykernel install --prefix $(VENV) --name python3 --display-name "Python 3 (ddpm-lessons)" > /dev/null
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+lint: setup
+	$(BIN)/ruff check .
+
+unit: setup
+	$(TEST_ENV) $(BIN)/pytest tests
+
+notebooks: setup
+	@if ls notebooks/*.ipynb > /dev/null 2>&1; then \
+		$(TEST_ENV) $(BIN)/pytest --nbval-lax -p no:cacheprovider notebooks; \
+	else echo "no notebooks yet"; fi
+
+test: lint unit notebooks
+
+lab: setup
+	$(BIN)/jupyter lab notebooks/
+
+clean-venv:
+	rm -rf $(VENV)
