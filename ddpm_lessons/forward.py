@@ -143,7 +143,7 @@ def predict_eps_from_x0(
 ) -> torch.Tensor:
     """The noise that takes x_0 to x_t: Eq. (4) of Ho et al. 2020 solved for eps.
 
-        eps = (x_t - sqrt(alpha_bar_t) x_0) / sqrt(1 - alpha_bar_t)
+    eps = (x_t - sqrt(alpha_bar_t) x_0) / sqrt(1 - alpha_bar_t)
     """
     _check_same_shape(xt, x0, "xt and x0", "predict_eps_from_x0")
     t = schedule.check_t(t, "predict_eps_from_x0", batch=xt.shape[0])

@@ -1,0 +1,217 @@
+"""Reverse processes over any eps-model: DDPM ancestral sampling (Algorithm 2 of Ho et al. 2020),
+DDIM (Song, Meng & Ermon 2021), and classifier-free guidance (Ho & Salimans 2022).
+
+A model is any callable ``model(xt, t)`` or, with labels, ``model(xt, t, y)`` returning eps of the
+shape of xt; labels use -1 for "no label". Every sampler takes a ``torch.Generator``: the same seed
+gives the same samples.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from tqdm.auto import tqdm
+
+from ddpm_lessons.forward import (
+    p_mean_from_eps,
+    p_variance,
+    predict_eps_from_x0,
+    predict_x0_from_eps,
+    q_posterior,
+)
+from ddpm_lessons.losses import call_eps_model
+from ddpm_lessons.schedules import NoiseSchedule
+from ddpm_lessons.unet import NO_LABEL
+
+
+def guided_eps(
+    model: Callable[..., torch.Tensor],
+    xt: torch.Tensor,
+    t: torch.Tensor,
+    y: torch.Tensor | None = None,
+    guidance: float = 0.0,
+) -> torch.Tensor:
+    """Noise prediction with classifier-free guidance, Eq. (6) of Ho & Salimans 2022.
+
+        eps = (1 + w) eps_theta(x_t, t, y) - w eps_theta(x_t, t, no label)
+
+    With ``y=None`` or ``guidance=0`` this is one plain call. The conditional and unconditional
+    passes run as one batch of 2B.
+    """
+    if y is None or guidance == 0:
+        return call_eps_model(model, xt, t, y)
+    y = torch.as_tensor(y, device=xt.device).reshape(-1).expand(xt.shape[0])
+    both = call_eps_model(
+        model, torch.cat([xt, xt]), torch.cat([t, t]), torch.cat([y, torch.full_like(y, NO_LABEL)])
+    )
+    eps_cond, eps_uncond = both.chunk(2)
+    return (1 + guidance) * eps_cond - guidance * eps_uncond
+
+
+@dataclass
+class PMeanVariance:
+    mean: torch.Tensor  # (B, C, H, W) mean of p_theta(x_{t-1} | x_t)
+    variance: torch.Tensor  # (B, 1, 1, 1) sigma_t^2
+    log_variance: torch.Tensor  # (B, 1, 1, 1)
+    x0_pred: torch.Tensor  # (B, C, H, W) the model's estimate of x_0 (Eq. 15)
+    eps: torch.Tensor  # (B, C, H, W) eps_theta(x_t, t), guided where asked
+
+
+def p_mean_variance(
+    model: Callable[..., torch.Tensor],
+    schedule: NoiseSchedule,
+    xt: torch.Tensor,
+    t: torch.Tensor,
+    y: torch.Tensor | None = None,
+    guidance: float = 0.0,
+    clip_x0: bool = True,
+    variance: str = "beta",
+) -> PMeanVariance:
+    """Mean and variance of p_theta(x_{t-1} | x_t), Eq. (11) of Ho et al. 2020.
+
+        mu_theta(x_t, t) = 1 / sqrt(alpha_t) (x_t - beta_t / sqrt(1 - alpha_bar_t) eps_theta(x_t, t))
+
+    With ``clip_x0`` the predicted x_0 (Eq. 15) is clipped to [-1, 1] and the mean is the
+    posterior mean of Eq. (7) at that x_0, which equals Eq. (11) whenever nothing is clipped.
+    ``variance`` is "beta" (sigma_t^2 = beta_t) or "beta_tilde" (Eq. 7), see forward.p_variance.
+    """
+    t = schedule.check_t(t, "p_mean_variance", batch=xt.shape[0]).to(xt.device).expand(xt.shape[0])
+    eps = guided_eps(model, xt, t, y, guidance)
+    x0_pred = predict_x0_from_eps(schedule, xt, t, eps)  # Eq. (15)
+    if clip_x0:
+        x0_pred = x0_pred.clamp(-1.0, 1.0)
+        mean, _, _ = q_posterior(schedule, x0_pred, xt, t)  # Eq. (7) at the clipped x_0
+    else:
+        mean = p_mean_from_eps(schedule, xt, t, eps)  # Eq. (11)
+    var, log_var = p_variance(schedule, t, xt, variance)
+    return PMeanVariance(mean, var, log_var, x0_pred, eps)
+
+
+def p_sample(
+    model: Callable[..., torch.Tensor],
+    schedule: NoiseSchedule,
+    xt: torch.Tensor,
+    t: int,
+    y: torch.Tensor | None = None,
+    guidance: float = 0.0,
+    clip_x0: bool = True,
+    variance: str = "beta",
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """One step of Algorithm 2 of Ho et al. 2020: x_{t-1} = mu_theta(x_t, t) + sigma_t z.
+
+    ``t`` is one int for the whole batch; at t = 0 no noise is added (Algorithm 2, line 3: z = 0
+    when t = 1 in the paper's numbering), so the last step returns the mean itself.
+    """
+    tt = torch.full((xt.shape[0],), int(t), dtype=torch.long, device=xt.device)
+    out = p_mean_variance(model, schedule, xt, tt, y, guidance, clip_x0, variance)
+    if t == 0:
+        return out.mean  # Algorithm 2, line 3: z = 0 at the last step
+    z = torch.randn(xt.shape, generator=generator, dtype=xt.dtype).to(xt.device)  # line 3
+    return out.mean + (0.5 * out.log_variance).exp() * z  # Algorithm 2, line 4
+
+
+def _start(shape, generator, device, dtype, x_T):
+    if x_T is not None:
+        return x_T.to(device)
+    return torch.randn(shape, generator=generator, dtype=dtype).to(device)  # Algorithm 2, line 1
+
+
+@torch.no_grad()
+def sample_ddpm(
+    model: Callable[..., torch.Tensor],
+    schedule: NoiseSchedule,
+    shape: tuple[int, ...],
+    y: torch.Tensor | None = None,
+    guidance: float = 0.0,
+    clip_x0: bool = True,
+    variance: str = "beta",
+    generator: torch.Generator | None = None,
+    device: torch.device | str = "cpu",
+    dtype: torch.dtype = torch.float32,
+    x_T: torch.Tensor | None = None,
+    return_trajectory: bool = False,
+    progress: bool = False,
+):
+    """Ancestral sampling, Algorithm 2 of Ho et al. 2020: x_T ~ N(0, I), then T steps of p_sample.
+
+    Args:
+        shape: (B, C, H, W) of the samples.
+        y: (B,) labels (or None); guidance: the weight w of classifier-free guidance.
+        generator: a CPU torch.Generator; noise is drawn on the CPU and moved, so a seed gives the
+            same samples on every device.
+        x_T: start from this noise instead of drawing it.
+        return_trajectory: also return the list [x_T, x_{T-1}, ..., x_0] (T + 1 tensors, on the CPU).
+
+    Returns:
+        x_0 (B, C, H, W), or (x_0, trajectory).
+    """
+    x = _start(shape, generator, device, dtype, x_T)
+    trajectory = [x.cpu()] if return_trajectory else None
+    for t in tqdm(range(schedule.T - 1, -1, -1), desc="DDPM", disable=not progress, leave=False):
+        x = p_sample(model, schedule, x, t, y, guidance, clip_x0, variance, generator)  # Alg. 2, 2-5
+        if trajectory is not None:
+            trajectory.append(x.cpu())
+    return (x, trajectory) if return_trajectory else x
+
+
+def ddim_timesteps(T: int, steps: int) -> list[int]:
+    """The ``steps`` timesteps DDIM visits, evenly spaced over 0..T-1, largest first, always with T-1 and 0."""
+    if not 1 <= steps <= T:
+        raise ValueError(f"DDIM needs 1 <= steps <= T={T}, got steps={steps}")
+    if steps == 1:
+        return [T - 1]
+    ts = torch.linspace(0, T - 1, steps, dtype=torch.float64).round().long().unique().tolist()
+    return ts[::-1]
+
+
+@torch.no_grad()
+def sample_ddim(
+    model: Callable[..., torch.Tensor],
+    schedule: NoiseSchedule,
+    shape: tuple[int, ...],
+    steps: int = 50,
+    eta: float = 0.0,
+    y: torch.Tensor | None = None,
+    guidance: float = 0.0,
+    clip_x0: bool = True,
+    generator: torch.Generator | None = None,
+    device: torch.device | str = "cpu",
+    dtype: torch.dtype = torch.float32,
+    x_T: torch.Tensor | None = None,
+    return_trajectory: bool = False,
+    progress: bool = False,
+):
+    """DDIM sampling, Eq. (12) of Song, Meng & Ermon 2021, over a subsequence of ``steps`` timesteps.
+
+        x_{t'} = sqrt(alpha_bar_{t'}) x0_pred + sqrt(1 - alpha_bar_{t'} - sigma^2) eps + sigma z,
+        sigma = eta sqrt((1 - alpha_bar_{t'}) / (1 - alpha_bar_t)) sqrt(1 - alpha_bar_t / alpha_bar_{t'})
+
+    for consecutive visited steps t > t' (alpha_bar after the last step is 1: x_0 itself).
+    eta = 0 is deterministic given x_T; eta = 1 with every step is DDPM with sigma_t^2 = beta_tilde_t.
+    Arguments and return value as :func:`sample_ddpm`; the trajectory has one entry per visited step.
+    """
+    if eta < 0:
+        raise ValueError(f"eta must be >= 0 (0: deterministic DDIM, 1: DDPM-like), got {eta}")
+    x = _start(shape, generator, device, dtype, x_T)
+    trajectory = [x.cpu()] if return_trajectory else None
+    ts = ddim_timesteps(schedule.T, steps)
+    alpha_bar = schedule.alpha_bar
+    for i, t in enumerate(tqdm(ts, desc="DDIM", disable=not progress, leave=False)):
+        tt = torch.full((x.shape[0],), t, dtype=torch.long, device=x.device)
+        eps = guided_eps(model, x, tt, y, guidance)
+        x0_pred = predict_x0_from_eps(schedule, x, tt, eps)  # Eq. (15) of Ho et al.; Song's "predicted x0"
+        if clip_x0:
+            x0_pred = x0_pred.clamp(-1.0, 1.0)
+            eps = predict_eps_from_x0(schedule, x, tt, x0_pred)  # keep eps consistent with the clip
+        ab_t = alpha_bar[t].item()
+        ab_prev = alpha_bar[ts[i + 1]].item() if i + 1 < len(ts) else 1.0
+        sigma = eta * ((1 - ab_prev) / (1 - ab_t) * (1 - ab_t / ab_prev)) ** 0.5  # Song et al. Eq. (16)
+        x = ab_prev**0.5 * x0_pred + max(1 - ab_prev - sigma**2, 0.0) ** 0.5 * eps  # Eq. (12)
+        if sigma > 0:
+            x = x + sigma * torch.randn(x.shape, generator=generator, dtype=x.dtype).to(x.device)
+        if trajectory is not None:
+            trajectory.append(x.cpu())
+    return (x, trajectory) if return_trajectory else x

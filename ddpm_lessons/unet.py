@@ -1,0 +1,260 @@
+"""A U-Net noise predictor eps_theta(x_t, t[, y]) written from scratch, after Ho et al. 2020, Appendix B.
+
+The pieces, in the order lesson 03 builds them: a sinusoidal time embedding (the Transformer's
+position encoding applied to t), residual blocks whose activations are shifted by the time (and
+class) embedding, GroupNorm, self-attention at chosen resolutions, and a down path whose outputs
+are concatenated into the up path (the skips). The network knows nothing of schedules or training.
+
+Labels: ``y`` holds class ids 0..num_classes-1; the id -1 means "no label" and selects the extra
+embedding used for classifier-free guidance (Ho & Salimans 2022).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+NO_LABEL = -1  # the label id that means "unconditional"
+
+
+@dataclass
+class UNetConfig:
+    """Shape of the network. The defaults fit 28x28 MNIST on a laptop CPU: about 1.1M parameters."""
+
+    image_size: int = 28  # height = width of x_t, divisible by 2 ** (len(channel_mults) - 1)
+    in_channels: int = 1  # 1 for grey digits, 3 for RGB
+    out_channels: int | None = None  # channels of eps; None means in_channels
+    cond_channels: int = 0  # extra input channels concatenated to x_t (SR3-style conditioning)
+    base_channels: int = 32  # channels at full resolution
+    channel_mults: tuple[int, ...] = (1, 2, 2)  # per resolution: 28 -> 14 -> 7 for MNIST
+    num_res_blocks: int = 1  # residual blocks per resolution on the way down (Ho et al.: 2)
+    attention_resolutions: tuple[int, ...] = (7,)  # side lengths that get self-attention
+    attention_heads: int = 1  # Ho et al. use one head
+    dropout: float = 0.1  # inside residual blocks (Ho et al.: 0.1 on CIFAR-10)
+    num_classes: int | None = None  # K adds a class embedding with K + 1 rows (the last: no label)
+    groups: int = 8  # GroupNorm groups; must divide every channel count
+    extra: dict = field(default_factory=dict)  # free-form notes kept with checkpoints
+
+    def __post_init__(self) -> None:
+        self.channel_mults = tuple(self.channel_mults)
+        self.attention_resolutions = tuple(self.attention_resolutions)
+        levels = len(self.channel_mults)
+        if self.image_size % 2 ** (levels - 1):
+            raise ValueError(
+                f"image_size={self.image_size} must be divisible by 2**{levels - 1} for "
+                f"{levels} resolutions; change image_size or channel_mults"
+            )
+        for mult in self.channel_mults:
+            if (self.base_channels * mult) % self.groups:
+                raise ValueError(
+                    f"GroupNorm needs channels divisible by groups={self.groups}, "
+                    f"but base_channels * {mult} = {self.base_channels * mult}"
+                )
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def timestep_embedding(t: torch.Tensor, dim: int, max_period: float = 10_000.0) -> torch.Tensor:
+    """Sinusoidal embedding of integer timesteps, as in Ho et al. 2020 (Sec. 4, after Vaswani et al.).
+
+        emb[i] = sin(t * w_i),  emb[half + i] = cos(t * w_i),  w_i = max_period ** (-i / (half - 1))
+
+    Sines fill the first half and cosines the second. t: (B,) -> (B, dim).
+    """
+    if dim % 2 or dim < 4:
+        raise ValueError(f"timestep_embedding needs an even dim >= 4, got {dim}")
+    half = dim // 2
+    freqs = torch.exp(-math.log(max_period) * torch.arange(half, device=t.device) / (half - 1))  # (half,)
+    angles = t.float()[:, None] * freqs[None, :]  # (B, half)
+    return torch.cat([torch.sin(angles), torch.cos(angles)], dim=1)  # (B, dim)
+
+
+class ResBlock(nn.Module):
+    """GroupNorm-SiLU-conv, add the projected embedding, GroupNorm-SiLU-dropout-conv, plus a skip."""
+
+    def __init__(self, in_ch: int, out_ch: int, emb_dim: int, dropout: float, groups: int):
+        super().__init__()
+        self.norm1 = nn.GroupNorm(groups, in_ch)
+        self.conv1 = nn.Conv2d(in_ch, out_ch, 3, padding=1)
+        self.emb_proj = nn.Linear(emb_dim, out_ch)
+        self.norm2 = nn.GroupNorm(groups, out_ch)
+        self.dropout = nn.Dropout(dropout)
+        self.conv2 = nn.Conv2d(out_ch, out_ch, 3, padding=1)
+        self.skip = nn.Conv2d(in_ch, out_ch, 1) if in_ch != out_ch else nn.Identity()
+
+    def forward(self, x: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
+        h = self.conv1(F.silu(self.norm1(x)))  # (B, out_ch, H, W)
+        h = h + self.emb_proj(F.silu(emb))[:, :, None, None]  # time (and class) shift, per channel
+        h = self.conv2(self.dropout(F.silu(self.norm2(h))))
+        return self.skip(x) + h
+
+
+class SelfAttention(nn.Module):
+    """Multi-head self-attention over the H*W positions of a feature map, with a residual connection."""
+
+    def __init__(self, channels: int, heads: int, groups: int):
+        super().__init__()
+        if channels % heads:
+            raise ValueError(f"attention: channels={channels} must be divisible by heads={heads}")
+        self.heads = heads
+        self.norm = nn.GroupNorm(groups, channels)
+        self.qkv = nn.Conv2d(channels, 3 * channels, 1)
+        self.proj = nn.Conv2d(channels, channels, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        B, C, H, W = x.shape
+        q, k, v = self.qkv(self.norm(x)).reshape(B, 3, self.heads, C // self.heads, H * W).unbind(1)
+        # (B, heads, head_dim, HW) -> (B, heads, HW, head_dim) for softmax(q k^T / sqrt(d)) v
+        out = F.scaled_dot_product_attention(q.transpose(-1, -2), k.transpose(-1, -2), v.transpose(-1, -2))
+        return x + self.proj(out.transpose(-1, -2).reshape(B, C, H, W))
+
+
+class Downsample(nn.Module):
+    def __init__(self, channels: int):
+        super().__init__()
+        self.conv = nn.Conv2d(channels, channels, 3, stride=2, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(x)  # (B, C, H, W) -> (B, C, H/2, W/2)
+
+
+class Upsample(nn.Module):
+    def __init__(self, channels: int):
+        super().__init__()
+        self.conv = nn.Conv2d(channels, channels, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(F.interpolate(x, scale_factor=2, mode="nearest"))  # (B, C, 2H, 2W)
+
+
+class UNet(nn.Module):
+    """eps_theta(x_t, t[, y][, cond]): predicts the noise in x_t. Input and output (B, C, H, W)."""
+
+    def __init__(self, config: UNetConfig | None = None):
+        super().__init__()
+        self.config = cfg = config or UNetConfig()
+        ch, groups = cfg.base_channels, cfg.groups
+        emb_dim = 4 * ch
+        self.time_mlp = nn.Sequential(nn.Linear(ch, emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim))
+        self.label_emb = nn.Embedding(cfg.num_classes + 1, emb_dim) if cfg.num_classes else None
+        self.conv_in = nn.Conv2d(cfg.in_channels + cfg.cond_channels, ch, 3, padding=1)
+
+        def block(in_ch: int, out_ch: int, size: int) -> nn.ModuleList:
+            layers = [ResBlock(in_ch, out_ch, emb_dim, cfg.dropout, groups)]
+            if size in cfg.attention_resolutions:
+                layers.append(SelfAttention(out_ch, cfg.attention_heads, groups))
+            return nn.ModuleList(layers)
+
+        # Down path: remember every output's channels, they come back as skips on the way up.
+        self.down, skip_channels, size, cur = nn.ModuleList(), [ch], cfg.image_size, ch
+        for level, mult in enumerate(cfg.channel_mults):
+            for _ in range(cfg.num_res_blocks):
+                self.down.append(block(cur, ch * mult, size))
+                cur = ch * mult
+                skip_channels.append(cur)
+            if level < len(cfg.channel_mults) - 1:
+                self.down.append(nn.ModuleList([Downsample(cur)]))
+                skip_channels.append(cur)
+                size //= 2
+        self.mid = nn.ModuleList(
+            [
+                ResBlock(cur, cur, emb_dim, cfg.dropout, groups),
+                SelfAttention(cur, cfg.attention_heads, groups),
+                ResBlock(cur, cur, emb_dim, cfg.dropout, groups),
+            ]
+        )
+        # Up path: one more block per level than on the way down, each eating one skip.
+        self.up = nn.ModuleList()
+        for level, mult in reversed(list(enumerate(cfg.channel_mults))):
+            for _ in range(cfg.num_res_blocks + 1):
+                self.up.append(block(cur + skip_channels.pop(), ch * mult, size))
+                cur = ch * mult
+            if level > 0:
+                self.up.append(nn.ModuleList([Upsample(cur)]))
+                size *= 2
+        self.norm_out = nn.GroupNorm(groups, cur)
+        self.conv_out = nn.Conv2d(cur, cfg.out_channels or cfg.in_channels, 3, padding=1)
+        nn.init.zeros_(self.conv_out.weight)  # start as "predict zero noise": a stable first step
+        nn.init.zeros_(self.conv_out.bias)
+
+    @property
+    def num_classes(self) -> int | None:
+        return self.config.num_classes
+
+    def _check_inputs(self, xt, t, y, cond) -> tuple[torch.Tensor, torch.Tensor | None]:
+        cfg = self.config
+        if xt.ndim != 4 or xt.shape[1] != cfg.in_channels:
+            raise ValueError(
+                f"UNet: xt must be (B, {cfg.in_channels}, H, W), got {tuple(xt.shape)}; "
+                "add a channel axis with x.unsqueeze(1) for grey images"
+            )
+        factor = 2 ** (len(cfg.channel_mults) - 1)
+        if xt.shape[2] % factor or xt.shape[3] % factor:
+            raise ValueError(
+                f"UNet: height and width must be divisible by {factor}, got {tuple(xt.shape[2:])}"
+            )
+        batch = xt.shape[0]
+        t = torch.as_tensor(t, device=xt.device).reshape(-1)
+        if len(t) == 1:
+            t = t.expand(batch)
+        if len(t) != batch:
+            raise ValueError(f"UNet: t has {len(t)} entries but xt has batch {batch}")
+        if y is not None:
+            if self.label_emb is None:
+                raise ValueError(
+                    "UNet: labels y were given but the model has num_classes=None (unconditional)"
+                )
+            y = torch.as_tensor(y, device=xt.device).reshape(-1).expand(batch).long()
+            if int(y.min()) < NO_LABEL or int(y.max()) >= cfg.num_classes:
+                raise ValueError(
+                    f"UNet: labels must lie in 0..{cfg.num_classes - 1} (or {NO_LABEL} for no label), "
+                    f"got values in {int(y.min())}..{int(y.max())}"
+                )
+        if cfg.cond_channels:
+            if cond is None or cond.shape != (batch, cfg.cond_channels, *xt.shape[2:]):
+                got = None if cond is None else tuple(cond.shape)
+                raise ValueError(
+                    f"UNet: cond must be (B, {cfg.cond_channels}, H, W) matching xt {tuple(xt.shape)}, got {got}"
+                )
+        elif cond is not None:
+            raise ValueError("UNet: cond was given but the model has cond_channels=0")
+        return t, y
+
+    def forward(
+        self,
+        xt: torch.Tensor,
+        t: torch.Tensor,
+        y: torch.Tensor | None = None,
+        cond: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """xt: (B, C, H, W); t: (B,) ints in 0..T-1; y: (B,) class ids or -1; cond: (B, C_cond, H, W)."""
+        t, y = self._check_inputs(xt, t, y, cond)
+        emb = self.time_mlp(timestep_embedding(t, self.config.base_channels))  # (B, 4 ch)
+        if self.label_emb is not None:
+            if y is None:
+                y = torch.full_like(t, NO_LABEL)
+            y = torch.where(y == NO_LABEL, self.config.num_classes, y)  # -1 -> the "no label" row
+            emb = emb + self.label_emb(y)
+
+        h = self.conv_in(xt if cond is None else torch.cat([xt, cond], dim=1))
+        skips = [h]
+        for layers in self.down:
+            for layer in layers:
+                h = layer(h, emb) if isinstance(layer, ResBlock) else layer(h)
+            skips.append(h)
+        h = self.mid[2](self.mid[1](self.mid[0](h, emb)), emb)
+        for layers in self.up:
+            if isinstance(layers[0], ResBlock):
+                h = torch.cat([h, skips.pop()], dim=1)  # the skip connection
+            for layer in layers:
+                h = layer(h, emb) if isinstance(layer, ResBlock) else layer(h)
+        return self.conv_out(F.silu(self.norm_out(h)))  # (B, C, H, W)
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)

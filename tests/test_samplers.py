@@ -1,0 +1,143 @@
+"""Samplers checked without a trained network: the exact eps-predictor of a known data distribution."""
+
+import pytest
+import torch
+
+from ddpm_lessons.forward import predict_eps_from_x0
+from ddpm_lessons.samplers import (
+    ddim_timesteps,
+    guided_eps,
+    p_mean_variance,
+    p_sample,
+    sample_ddim,
+    sample_ddpm,
+)
+from ddpm_lessons.schedules import NoiseSchedule
+
+MU, STD = 0.3, 0.5  # data: every pixel ~ N(MU, STD^2), independent
+
+
+def gaussian_eps(schedule):
+    """E[eps | x_t] for Gaussian data: x_t ~ N(sqrt(ab) MU, ab STD^2 + 1 - ab), eps = its noise part."""
+
+    def model(xt, t):
+        ab = schedule.alpha_bar[t].to(xt).view(-1, *[1] * (xt.ndim - 1))
+        return (1 - ab).sqrt() * (xt - ab.sqrt() * MU) / (ab * STD**2 + 1 - ab)
+
+    return model
+
+
+def points_eps(schedule, points):
+    """E[eps | x_t] when x0 is one of ``points`` (K, D) with equal probability."""
+
+    def model(xt, t):
+        ab = schedule.alpha_bar[t].to(xt).view(-1, 1, 1)
+        flat = xt.flatten(1)[:, None, :]  # (B, 1, D)
+        logits = -((flat - ab.sqrt() * points[None]) ** 2).sum(-1) / (2 * (1 - ab.view(-1, 1)))  # (B, K)
+        x0 = (logits.softmax(-1) @ points).view_as(xt)  # E[x0 | x_t]
+        return predict_eps_from_x0(schedule, xt, t, x0)
+
+    return model
+
+
+@pytest.mark.parametrize("variance", ["beta", "beta_tilde"])
+def test_ddpm_reproduces_a_gaussian(variance):
+    s = NoiseSchedule.make("linear", 1000)
+    g = torch.Generator().manual_seed(0)
+    x = sample_ddpm(gaussian_eps(s), s, (4000, 1, 2, 2), clip_x0=False, variance=variance, generator=g)
+    assert x.mean().item() == pytest.approx(MU, abs=0.02)
+    # sigma_t^2 = beta_t slightly over-disperses, beta_tilde slightly under (Ho et al. Sec. 3.2)
+    assert x.std().item() == pytest.approx(STD, rel=0.03)
+
+
+def test_ddim_eta0_reproduces_a_gaussian_and_is_deterministic():
+    s = NoiseSchedule.make("linear", 1000)
+    model = gaussian_eps(s)
+    x_T = torch.randn(4000, 1, 2, 2, generator=torch.Generator().manual_seed(1))
+    a = sample_ddim(model, s, x_T.shape, steps=100, eta=0.0, clip_x0=False, x_T=x_T)
+    b = sample_ddim(model, s, x_T.shape, steps=100, eta=0.0, clip_x0=False, x_T=x_T,
+                    generator=torch.Generator().manual_seed(99))  # fmt: skip
+    assert torch.equal(a, b)
+    assert a.mean().item() == pytest.approx(MU, abs=0.02)
+    assert a.std().item() == pytest.approx(STD, rel=0.04)
+
+
+def test_ddim_eta1_all_steps_is_ddpm_with_beta_tilde():
+    """Song et al.: eta = 1 over every step is the DDPM chain with sigma^2 = beta_tilde. Same noise, same path."""
+    s = NoiseSchedule.make("linear", 200)
+    model = gaussian_eps(s)
+    kw = dict(clip_x0=False, generator=None)
+    a = sample_ddim(
+        model, s, (64, 1, 2, 2), steps=200, eta=1.0, **{**kw, "generator": torch.Generator().manual_seed(5)}
+    )
+    b = sample_ddpm(
+        model,
+        s,
+        (64, 1, 2, 2),
+        variance="beta_tilde",
+        **{**kw, "generator": torch.Generator().manual_seed(5)},
+    )
+    assert torch.allclose(a, b, atol=1e-4)
+
+
+def test_samplers_find_the_points_of_a_discrete_distribution():
+    s = NoiseSchedule.make("cosine", 1000)
+    points = torch.tensor([[-0.8, 0.6], [0.7, -0.5], [0.2, 0.9]])
+    model = points_eps(s, points)
+    for x in (
+        sample_ddpm(model, s, (3000, 1, 1, 2), generator=torch.Generator().manual_seed(2)),
+        sample_ddim(model, s, (3000, 1, 1, 2), steps=50, generator=torch.Generator().manual_seed(2)),
+    ):
+        flat = x.flatten(1)
+        dist = torch.cdist(flat, points)  # (N, K)
+        assert dist.min(1).values.max().item() < 0.05  # every sample sits on one of the points
+        share = torch.bincount(dist.argmin(1), minlength=3) / len(flat)
+        assert torch.allclose(share, torch.full((3,), 1 / 3), atol=0.04)
+
+
+def test_same_seed_same_samples_and_trajectory_shape():
+    s = NoiseSchedule.make("linear", 50)
+    model = gaussian_eps(s)
+    a, traj = sample_ddpm(
+        model, s, (3, 1, 4, 4), generator=torch.Generator().manual_seed(3), return_trajectory=True
+    )
+    b = sample_ddpm(model, s, (3, 1, 4, 4), generator=torch.Generator().manual_seed(3))
+    assert torch.equal(a, b) and len(traj) == 51 and torch.equal(traj[-1], a)
+    _, traj = sample_ddim(model, s, (3, 1, 4, 4), steps=10, return_trajectory=True)
+    assert len(traj) == 11
+
+
+def test_last_step_adds_no_noise():
+    """Algorithm 2: z = 0 at the final step, so p_sample at t = 0 returns the mean, whatever the seed."""
+    s = NoiseSchedule.make("linear", 1000)
+    xt = torch.randn(4, 1, 3, 3)
+    model = gaussian_eps(s)
+    mean = p_mean_variance(model, s, xt, torch.zeros(4, dtype=torch.long), clip_x0=False).mean
+    for seed in (0, 1):
+        out = p_sample(model, s, xt, 0, clip_x0=False, generator=torch.Generator().manual_seed(seed))
+        assert torch.equal(out, mean)
+    a = p_sample(model, s, xt, 1, generator=torch.Generator().manual_seed(0))
+    b = p_sample(model, s, xt, 1, generator=torch.Generator().manual_seed(1))
+    assert not torch.equal(a, b)
+
+
+def test_guidance_combines_conditional_and_unconditional():
+    calls = []
+
+    def model(xt, t, y):
+        calls.append(y.tolist())
+        return torch.where(y.view(-1, 1, 1, 1) >= 0, torch.ones_like(xt), torch.zeros_like(xt)) * 2.0
+
+    xt, t = torch.zeros(2, 1, 2, 2), torch.tensor([5, 5])
+    eps = guided_eps(model, xt, t, torch.tensor([3, 7]), guidance=1.5)
+    assert calls == [[3, 7, -1, -1]]
+    assert torch.allclose(eps, torch.full_like(xt, (1 + 1.5) * 2.0 - 1.5 * 0.0))
+    assert torch.equal(guided_eps(model, xt, t, torch.tensor([3, 7]), guidance=0.0), torch.full_like(xt, 2.0))
+
+
+def test_ddim_timesteps():
+    assert ddim_timesteps(1000, 1000) == list(range(999, -1, -1))
+    ts = ddim_timesteps(1000, 10)
+    assert ts[0] == 999 and ts[-1] == 0 and len(ts) == 10
+    with pytest.raises(ValueError, match="steps"):
+        ddim_timesteps(100, 0)

@@ -1,0 +1,82 @@
+"""The U-Net: its time embedding against the written formula and diffusers, shapes, conditioning, errors."""
+
+import math
+
+import pytest
+import torch
+
+from ddpm_lessons.unet import UNet, UNetConfig, count_parameters, timestep_embedding
+
+
+def test_timestep_embedding_matches_the_formula():
+    t, dim = torch.tensor([0, 1, 17, 999]), 16
+    half = dim // 2
+    emb = timestep_embedding(t, dim)
+    for b, tb in enumerate(t.tolist()):
+        for i in range(half):
+            w = 10_000 ** (-i / (half - 1))
+            assert emb[b, i].item() == pytest.approx(math.sin(tb * w), abs=1e-4)  # sines first
+            assert emb[b, half + i].item() == pytest.approx(math.cos(tb * w), abs=1e-4)  # then cosines
+
+
+def test_timestep_embedding_matches_diffusers():
+    embeddings = pytest.importorskip("diffusers.models.embeddings")
+    t = torch.arange(0, 1000, 37)
+    theirs = embeddings.get_timestep_embedding(t, 32, flip_sin_to_cos=False, downscale_freq_shift=1)
+    assert torch.allclose(timestep_embedding(t, 32), theirs, atol=1e-4)
+
+
+@pytest.mark.parametrize(
+    "size,channels,mults,attn",
+    [
+        (28, 1, (1, 2, 2), (7,)),
+        (32, 3, (1, 2, 2), (8,)),
+        (64, 3, (1, 1, 2, 2), (8,)),
+        (128, 1, (1, 1, 2, 2, 2), (8,)),
+    ],
+)
+def test_shapes_for_every_supported_size(size, channels, mults, attn):
+    cfg = UNetConfig(image_size=size, in_channels=channels, base_channels=8, channel_mults=mults,
+                     attention_resolutions=attn, groups=4)  # fmt: skip
+    model = UNet(cfg)
+    x = torch.randn(2, channels, size, size)
+    assert model(x, torch.tensor([0, 999])).shape == x.shape
+
+
+def test_class_conditioning_and_the_no_label_id():
+    torch.manual_seed(0)
+    model = UNet(UNetConfig(base_channels=16, num_classes=10, dropout=0.0)).eval()
+    torch.nn.init.normal_(model.conv_out.weight, std=0.1)  # zero-initialised: make the output depend on input
+    x, t = torch.randn(2, 1, 28, 28), torch.tensor([10, 10])
+    a, b = model(x, t, torch.tensor([3, 3])), model(x, t, torch.tensor([4, 4]))
+    assert not torch.allclose(a, b)
+    assert torch.equal(model(x, t, torch.tensor([-1, -1])), model(x, t))  # -1 is "no label", as y=None
+
+
+def test_output_starts_at_zero_and_parameter_count_is_small():
+    model = UNet(UNetConfig(num_classes=10))
+    assert model(torch.randn(1, 1, 28, 28), torch.tensor([5])).abs().max().item() == 0.0
+    assert 0.8e6 < count_parameters(model) < 2e6
+
+
+def test_sr3_conditioning_channels():
+    model = UNet(UNetConfig(base_channels=8, groups=4, cond_channels=1))
+    x = torch.randn(2, 1, 28, 28)
+    assert model(x, torch.tensor([1, 2]), cond=torch.randn(2, 1, 28, 28)).shape == x.shape
+    with pytest.raises(ValueError, match="cond must be"):
+        model(x, torch.tensor([1, 2]))
+
+
+def test_errors_name_the_problem():
+    model = UNet(UNetConfig(base_channels=8, groups=4))
+    with pytest.raises(ValueError, match=r"xt must be \(B, 1, H, W\).*unsqueeze"):
+        model(torch.randn(2, 28, 28), torch.tensor([1, 2]))
+    with pytest.raises(ValueError, match="t has 3 entries"):
+        model(torch.randn(2, 1, 28, 28), torch.tensor([1, 2, 3]))
+    with pytest.raises(ValueError, match="num_classes=None"):
+        model(torch.randn(2, 1, 28, 28), torch.tensor([1, 2]), torch.tensor([0, 1]))
+    with pytest.raises(ValueError, match="divisible by 2\\*\\*2"):
+        UNetConfig(image_size=30)
+    cond = UNet(UNetConfig(base_channels=8, groups=4, num_classes=10))
+    with pytest.raises(ValueError, match=r"labels must lie in 0\.\.9"):
+        cond(torch.randn(1, 1, 28, 28), torch.tensor([0]), torch.tensor([10]))
