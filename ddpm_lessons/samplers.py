@@ -158,7 +158,7 @@ def sample_ddpm(
 
 
 def ddim_timesteps(T: int, steps: int) -> list[int]:
-    """The ``steps`` timesteps DDIM visits, evenly spaced over 0..T-1, largest first, always with T-1 and 0."""
+    """The ``steps`` timesteps DDIM visits: evenly spaced over 0..T-1, largest first, with T-1 and 0."""
     if not 1 <= steps <= T:
         raise ValueError(f"DDIM needs 1 <= steps <= T={T}, got steps={steps}")
     if steps == 1:

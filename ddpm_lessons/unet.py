@@ -219,7 +219,8 @@ class UNet(nn.Module):
             if cond is None or cond.shape != (batch, cfg.cond_channels, *xt.shape[2:]):
                 got = None if cond is None else tuple(cond.shape)
                 raise ValueError(
-                    f"UNet: cond must be (B, {cfg.cond_channels}, H, W) matching xt {tuple(xt.shape)}, got {got}"
+                    f"UNet: cond must be (B, {cfg.cond_channels}, H, W) matching xt "
+                    f"{tuple(xt.shape)}, got {got}"
                 )
         elif cond is not None:
             raise ValueError("UNet: cond was given but the model has cond_channels=0")
