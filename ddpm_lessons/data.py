@@ -28,9 +28,7 @@ def from_uint8(images) -> torch.Tensor:
     """uint8 pixels in 0..255 (array or tensor, any shape) -> float32 in [-1, 1]: x = 2 * p / 255 - 1."""
     images = torch.as_tensor(np.asarray(images))
     if images.dtype != torch.uint8:
-        raise TypeError(
-            f"from_uint8 expects uint8 pixels, got {images.dtype}; floats in [0, 1] need 2 * x - 1"
-        )
+        raise TypeError(f"from_uint8 expects uint8 pixels, got {images.dtype}; floats in [0, 1] need 2 * x - 1")
     return images.float() / 127.5 - 1.0
 
 
@@ -159,9 +157,7 @@ class ImageFolder(torch.utils.data.Dataset):
     def __init__(self, root: str | Path, image_size: int = 64, channels: int = 3, flip: bool = False):
         self.root = Path(root)
         if not self.root.is_dir():
-            raise FileNotFoundError(
-                f"image folder {self.root} does not exist; pass --data DIR with your images"
-            )
+            raise FileNotFoundError(f"image folder {self.root} does not exist; pass --data DIR with your images")
         self.paths = sorted(p for p in self.root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
         if not self.paths:
             raise ValueError(

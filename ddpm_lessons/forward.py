@@ -38,9 +38,7 @@ def check_x0(x0: torch.Tensor, caller: str) -> None:
 
 def _check_same_shape(a: torch.Tensor, b: torch.Tensor, names: str, caller: str) -> None:
     if a.shape != b.shape:
-        raise ValueError(
-            f"{caller}: {names} must have the same shape, got {tuple(a.shape)} and {tuple(b.shape)}"
-        )
+        raise ValueError(f"{caller}: {names} must have the same shape, got {tuple(a.shape)} and {tuple(b.shape)}")
 
 
 def q_step(

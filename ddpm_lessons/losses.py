@@ -19,32 +19,25 @@ from ddpm_lessons.schedules import NoiseSchedule
 EpsModel = Callable[..., torch.Tensor]
 
 
-def call_eps_model(
-    eps_model: EpsModel, xt: torch.Tensor, t: torch.Tensor, y: torch.Tensor | None
-) -> torch.Tensor:
+def call_eps_model(eps_model: EpsModel, xt: torch.Tensor, t: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
     """Call eps_model with or without labels and check the shape of what comes back."""
     eps = eps_model(xt, t) if y is None else eps_model(xt, t, y)
     if not isinstance(eps, torch.Tensor) or eps.shape != xt.shape:
         got = tuple(eps.shape) if isinstance(eps, torch.Tensor) else type(eps).__name__
         raise ValueError(
-            f"eps_model returned {got} for xt of shape {tuple(xt.shape)}; "
-            "it must return eps of the same shape"
+            f"eps_model returned {got} for xt of shape {tuple(xt.shape)}; it must return eps of the same shape"
         )
     return eps
 
 
-def normal_kl(
-    mean1: torch.Tensor, logvar1: torch.Tensor, mean2: torch.Tensor, logvar2: torch.Tensor
-) -> torch.Tensor:
+def normal_kl(mean1: torch.Tensor, logvar1: torch.Tensor, mean2: torch.Tensor, logvar2: torch.Tensor) -> torch.Tensor:
     """KL(N(mean1, exp(logvar1)) || N(mean2, exp(logvar2))) in nats, elementwise (all inputs broadcast).
 
         KL = 0.5 (logvar2 - logvar1 + exp(logvar1 - logvar2) + (mean1 - mean2)^2 exp(-logvar2) - 1)
 
     The closed form behind every L_{t-1} term of Eq. (5) of Ho et al. 2020.
     """
-    return 0.5 * (
-        logvar2 - logvar1 + torch.exp(logvar1 - logvar2) + (mean1 - mean2) ** 2 * torch.exp(-logvar2) - 1.0
-    )
+    return 0.5 * (logvar2 - logvar1 + torch.exp(logvar1 - logvar2) + (mean1 - mean2) ** 2 * torch.exp(-logvar2) - 1.0)
 
 
 def standard_normal_cdf(x: torch.Tensor) -> torch.Tensor:
@@ -142,9 +135,7 @@ def vlb_terms(
     batch = x0.shape[0]
     # L_T: q(x_T | x_0) against the prior N(0, I); no parameters, so a constant near zero.
     alpha_bar_T = schedule.alpha_bar[-1].to(x0)
-    prior = normal_kl(
-        alpha_bar_T.sqrt() * x0, (1 - alpha_bar_T).log(), torch.zeros_like(x0), torch.zeros_like(x0)
-    )
+    prior = normal_kl(alpha_bar_T.sqrt() * x0, (1 - alpha_bar_T).log(), torch.zeros_like(x0), torch.zeros_like(x0))
     L_T = prior.flatten(1).sum(1)
 
     kls = []

@@ -43,9 +43,7 @@ def make_beta_schedule(
     if not isinstance(T, int) or T < 1:
         raise ValueError(f"T must be a positive integer number of steps, got {T!r}")
     if kind != "cosine" and not 0.0 < beta_start <= beta_end < 1.0:
-        raise ValueError(
-            f"need 0 < beta_start <= beta_end < 1, got beta_start={beta_start}, beta_end={beta_end}"
-        )
+        raise ValueError(f"need 0 < beta_start <= beta_end < 1, got beta_start={beta_start}, beta_end={beta_end}")
 
     if kind == "linear":
         return torch.linspace(beta_start, beta_end, T, dtype=torch.float64)
@@ -123,9 +121,7 @@ class NoiseSchedule:
             raise TypeError(f"{caller}: t must hold integer timesteps, got dtype {t.dtype}")
         t = t.long().reshape(-1) if t.ndim <= 1 else t
         if t.ndim != 1:
-            raise ValueError(
-                f"{caller}: t must be an int or a 1-D tensor of shape (B,), got {tuple(t.shape)}"
-            )
+            raise ValueError(f"{caller}: t must be an int or a 1-D tensor of shape (B,), got {tuple(t.shape)}")
         if len(t) and (int(t.min()) < 0 or int(t.max()) >= self.T):
             bad = int(t.max()) if int(t.max()) >= self.T else int(t.min())
             raise ValueError(
@@ -134,8 +130,7 @@ class NoiseSchedule:
             )
         if batch is not None and len(t) not in (1, batch):
             raise ValueError(
-                f"{caller}: t has {len(t)} entries but the batch has {batch} "
-                "(pass one t per image, or one for all)"
+                f"{caller}: t has {len(t)} entries but the batch has {batch} (pass one t per image, or one for all)"
             )
         return t
 

@@ -12,7 +12,7 @@ embedding used for classifier-free guidance (Ho & Salimans 2022).
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 
 import torch
 import torch.nn.functional as F
@@ -37,7 +37,6 @@ class UNetConfig:
     dropout: float = 0.1  # inside residual blocks (Ho et al.: 0.1 on CIFAR-10)
     num_classes: int | None = None  # K adds a class embedding with K + 1 rows (the last: no label)
     groups: int = 8  # GroupNorm groups; must divide every channel count
-    extra: dict = field(default_factory=dict)  # free-form notes kept with checkpoints
 
     def __post_init__(self) -> None:
         self.channel_mults = tuple(self.channel_mults)
@@ -195,9 +194,7 @@ class UNet(nn.Module):
             )
         factor = 2 ** (len(cfg.channel_mults) - 1)
         if xt.shape[2] % factor or xt.shape[3] % factor:
-            raise ValueError(
-                f"UNet: height and width must be divisible by {factor}, got {tuple(xt.shape[2:])}"
-            )
+            raise ValueError(f"UNet: height and width must be divisible by {factor}, got {tuple(xt.shape[2:])}")
         batch = xt.shape[0]
         t = torch.as_tensor(t, device=xt.device).reshape(-1)
         if len(t) == 1:
@@ -206,9 +203,7 @@ class UNet(nn.Module):
             raise ValueError(f"UNet: t has {len(t)} entries but xt has batch {batch}")
         if y is not None:
             if self.label_emb is None:
-                raise ValueError(
-                    "UNet: labels y were given but the model has num_classes=None (unconditional)"
-                )
+                raise ValueError("UNet: labels y were given but the model has num_classes=None (unconditional)")
             y = torch.as_tensor(y, device=xt.device).reshape(-1).expand(batch).long()
             if int(y.min()) < NO_LABEL or int(y.max()) >= cfg.num_classes:
                 raise ValueError(
@@ -219,8 +214,7 @@ class UNet(nn.Module):
             if cond is None or cond.shape != (batch, cfg.cond_channels, *xt.shape[2:]):
                 got = None if cond is None else tuple(cond.shape)
                 raise ValueError(
-                    f"UNet: cond must be (B, {cfg.cond_channels}, H, W) matching xt "
-                    f"{tuple(xt.shape)}, got {got}"
+                    f"UNet: cond must be (B, {cfg.cond_channels}, H, W) matching xt {tuple(xt.shape)}, got {got}"
                 )
         elif cond is not None:
             raise ValueError("UNet: cond was given but the model has cond_channels=0")

@@ -33,9 +33,7 @@ def test_normal_kl_matches_monte_carlo():
 @pytest.mark.parametrize("mean,log_var", [(0.0, math.log(0.1)), (0.97, math.log(1e-4)), (-1.3, 0.0)])
 def test_discretized_likelihood_sums_to_one_over_256_bins(mean, log_var):
     levels = torch.arange(256, dtype=torch.float64) / 127.5 - 1.0  # the 256 values of from_uint8
-    logp = discretized_gaussian_log_likelihood(
-        levels, torch.full_like(levels, mean), torch.full_like(levels, log_var)
-    )
+    logp = discretized_gaussian_log_likelihood(levels, torch.full_like(levels, mean), torch.full_like(levels, log_var))
     assert logp.exp().sum().item() == pytest.approx(1.0, abs=1e-6)
 
 

@@ -98,9 +98,7 @@ def test_samplers_find_the_points_of_a_discrete_distribution():
 def test_same_seed_same_samples_and_trajectory_shape():
     s = NoiseSchedule.make("linear", 50)
     model = gaussian_eps(s)
-    a, traj = sample_ddpm(
-        model, s, (3, 1, 4, 4), generator=torch.Generator().manual_seed(3), return_trajectory=True
-    )
+    a, traj = sample_ddpm(model, s, (3, 1, 4, 4), generator=torch.Generator().manual_seed(3), return_trajectory=True)
     b = sample_ddpm(model, s, (3, 1, 4, 4), generator=torch.Generator().manual_seed(3))
     assert torch.equal(a, b) and len(traj) == 51 and torch.equal(traj[-1], a)
     _, traj = sample_ddim(model, s, (3, 1, 4, 4), steps=10, return_trajectory=True)

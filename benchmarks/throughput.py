@@ -1,0 +1,106 @@
+"""Training throughput and peak memory: the course U-Net against diffusers.UNet2DModel.
+
+    python benchmarks/throughput.py [--batch 128] [--rounds 4] [--steps 5]
+
+Both networks have the same layout (channels 32/64/64, one residual block per level, attention at
+7x7) and, as printed, the same parameter count. Speed: both train in this one process, in
+alternating rounds (ours, theirs, ours, ...) so that machine load hits both alike; the median
+images/s of each is reported with the ratio. Peak memory: each model trains in a fresh
+subprocess and reports its peak resident set size above the process's size before building the
+model (ru_maxrss), since PyTorch's CPU allocator has no peak counter.
+"""
+
+import argparse
+import json
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import time
+
+import torch
+
+
+def build(which: str):
+    if which == "ours":
+        from ddpm_lessons.unet import UNet, UNetConfig
+
+        return UNet(UNetConfig())
+    from diffusers import UNet2DModel
+
+    net = UNet2DModel(
+        sample_size=28, in_channels=1, out_channels=1, block_out_channels=(32, 64, 64), layers_per_block=1,
+        down_block_types=("DownBlock2D", "DownBlock2D", "AttnDownBlock2D"),
+        up_block_types=("AttnUpBlock2D", "UpBlock2D", "UpBlock2D"), norm_num_groups=8,
+    )  # fmt: skip
+
+    class Wrapped(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.net = net
+
+        def forward(self, x, t):
+            return self.net(x, t).sample
+
+    return Wrapped()
+
+
+def train_steps(model, opt, batch: int, steps: int) -> float:
+    x, g = torch.randn(batch, 1, 28, 28), torch.Generator().manual_seed(0)
+    start = time.perf_counter()
+    for _ in range(steps):
+        t = torch.randint(0, 1000, (batch,), generator=g)
+        loss = (model(x, t) - x).pow(2).mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    return batch * steps / (time.perf_counter() - start)
+
+
+def peak_memory_child(which: str, batch: int) -> None:
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    model = build(which)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    train_steps(model, opt, batch, 3)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    print(json.dumps({"peak_mib": (peak - before) / 1024}))
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("--batch", type=int, default=128)
+    p.add_argument("--rounds", type=int, default=4)
+    p.add_argument("--steps", type=int, default=5)
+    p.add_argument("--memory-child", choices=["ours", "diffusers"])
+    args = p.parse_args()
+    if args.memory_child:
+        return peak_memory_child(args.memory_child, args.batch)
+
+    models = {name: build(name) for name in ("ours", "diffusers")}
+    opts = {name: torch.optim.AdamW(m.parameters(), lr=1e-4) for name, m in models.items()}
+    params = {name: sum(p.numel() for p in m.parameters()) for name, m in models.items()}
+    for name in models:
+        train_steps(models[name], opts[name], args.batch, 1)  # warm-up
+    speeds = {name: [] for name in models}
+    for _ in range(args.rounds):
+        for name in models:
+            speeds[name].append(train_steps(models[name], opts[name], args.batch, args.steps))
+    memory = {}
+    for name in models:
+        out = subprocess.run([sys.executable, __file__, "--memory-child", name, "--batch", str(args.batch)],
+                             capture_output=True, text=True, check=True)  # fmt: skip
+        memory[name] = json.loads(out.stdout.strip().splitlines()[-1])["peak_mib"]
+    med = {name: statistics.median(v) for name, v in speeds.items()}
+    print(f"machine: {platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}")
+    print(f"batch {args.batch}, {args.rounds} alternating rounds of {args.steps} training steps each")
+    for name in models:
+        rounds = ", ".join(f"{s:.1f}" for s in speeds[name])
+        print(f"{name:10s} params {params[name]:,}  images/s median {med[name]:6.1f} (rounds: {rounds})")
+        print(f"{'':10s} peak memory above baseline {memory[name]:.0f} MiB")
+    print(f"speed ratio ours/diffusers: {med['ours'] / med['diffusers']:.2f}x (target >= 1.5x)")
+    print(f"memory ratio ours/diffusers: {memory['ours'] / memory['diffusers']:.2f}x (target <= 1.0x)")
+
+
+if __name__ == "__main__":
+    main()

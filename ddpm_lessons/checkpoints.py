@@ -1,0 +1,166 @@
+"""Checkpoints that are safe to load and hard to lose.
+
+- Training checkpoints (``checkpoint.pt``) hold the model, its EMA, the optimiser, the step and
+  every random-number state, so a resumed run continues exactly. They contain only tensors and
+  plain values and are read with ``torch.load(weights_only=True)``, which never unpickles code.
+- Exported models (``*.safetensors``) hold the EMA weights alone plus the configuration as JSON
+  metadata: what ships in ``data/checkpoints/`` and what ``sample`` reads.
+
+Every file is written to a temporary name in the same folder and renamed into place, so a crash
+mid-write leaves the previous checkpoint intact. A JSON record (model and schedule config, step,
+package version) sits beside each checkpoint for people and tools.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+import torch
+
+from ddpm_lessons import __version__
+from ddpm_lessons.schedules import NoiseSchedule
+from ddpm_lessons.unet import UNet, UNetConfig
+
+
+@dataclass
+class ScheduleConfig:
+    """The noise schedule a model is trained with; defaults are Ho et al. 2020's."""
+
+    kind: str = "linear"  # linear, cosine, quadratic or sigmoid
+    T: int = 1000  # diffusion steps
+    beta_start: float = 1e-4  # ignored by the cosine schedule
+    beta_end: float = 0.02  # ignored by the cosine schedule
+
+    def build(self) -> NoiseSchedule:
+        if self.kind == "cosine":
+            return NoiseSchedule.make("cosine", self.T)
+        return NoiseSchedule.make(self.kind, self.T, beta_start=self.beta_start, beta_end=self.beta_end)
+
+
+class ConfigMismatch(ValueError):
+    """A checkpoint was made for a different model or schedule than the one it is loaded into."""
+
+
+def atomic_write(path: Path, write) -> None:
+    """Call ``write(tmp_path)`` on a temporary file beside ``path``, then rename it into place."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600 files; give the usual permissions
+    try:
+        write(Path(tmp))
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)  # atomic on POSIX and Windows
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def write_json(path: Path, record: dict) -> None:
+    atomic_write(path, lambda tmp: tmp.write_text(json.dumps(record, indent=2) + "\n"))
+
+
+def config_record(model_config: UNetConfig, schedule_config: ScheduleConfig, step: int, **extra) -> dict:
+    return {
+        "model": model_config.to_dict(),
+        "schedule": asdict(schedule_config),
+        "step": step,
+        "ddpm_lessons_version": __version__,
+        **extra,
+    }
+
+
+def _differences(saved: dict, current: dict, prefix: str) -> list[str]:
+    diffs = []
+    for key in sorted(set(saved) | set(current)):
+        a, b = saved.get(key), current.get(key)
+        if isinstance(a, list):
+            a = tuple(a)
+        if isinstance(b, list):
+            b = tuple(b)
+        if a != b:
+            diffs.append(f"{prefix}.{key}: checkpoint has {a!r}, this run has {b!r}")
+    return diffs
+
+
+def check_same_config(record: dict, model_config: UNetConfig, schedule_config: ScheduleConfig, where: str) -> None:
+    """Raise ConfigMismatch naming every field where the checkpoint and this run differ."""
+    diffs = _differences(record["model"], model_config.to_dict(), "model")
+    diffs += _differences(record["schedule"], asdict(schedule_config), "schedule")
+    if diffs:
+        raise ConfigMismatch(
+            f"{where} was made with a different configuration:\n  "
+            + "\n  ".join(diffs)
+            + "\nUse the checkpoint's settings (they are in its .json record), or start a new run directory."
+        )
+
+
+def model_config_from_record(record: dict) -> UNetConfig:
+    known = {f.name for f in fields(UNetConfig)}
+    return UNetConfig(**{k: v for k, v in record["model"].items() if k in known})
+
+
+def save_training_checkpoint(path: Path, state: dict, record: dict) -> None:
+    """Write the training state (tensors and plain values only) and its JSON record, both atomically."""
+    payload = {**state, "record_json": json.dumps(record)}
+    atomic_write(path, lambda tmp: torch.save(payload, tmp))
+    write_json(Path(path).with_suffix(".json"), record)
+
+
+def load_training_checkpoint(path: Path, map_location="cpu") -> tuple[dict, dict]:
+    """Read a training checkpoint without unpickling code. Returns (state, record)."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"no checkpoint at {path}; start without --resume, or point --out at the run")
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as err:
+        raise ValueError(f"cannot read checkpoint {path} ({type(err).__name__}: {err}); it may be truncated") from err
+    return state, json.loads(state.pop("record_json"))
+
+
+def export_model(path: Path, model: torch.nn.Module, record: dict) -> None:
+    """Write a model's weights as safetensors with the config record as metadata, plus a .json beside it."""
+    from safetensors.torch import save_file
+
+    tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    atomic_write(path, lambda tmp: save_file(tensors, str(tmp), metadata={"record": json.dumps(record)}))
+    write_json(Path(path).with_suffix(".json"), record)
+
+
+def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[UNet, NoiseSchedule, dict]:
+    """Load an exported model (.safetensors) or a training checkpoint (.pt, its EMA weights).
+
+    Returns (model in eval mode, its noise schedule, the config record).
+    """
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"no model at {path}; pass the path of a .safetensors or checkpoint.pt file")
+    if path.suffix == ".safetensors":
+        from safetensors import safe_open
+        from safetensors.torch import load_file
+
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+        if "record" not in meta:
+            raise ValueError(f"{path} has no ddpm_lessons config record; it was not written by export_model")
+        record, weights = json.loads(meta["record"]), load_file(str(path))
+    else:
+        state, record = load_training_checkpoint(path)
+        weights = state["ema"]
+    model = UNet(model_config_from_record(record))
+    missing, unexpected = model.load_state_dict(weights, strict=False)
+    if missing or unexpected:
+        raise ConfigMismatch(
+            f"{path}: weights do not fit the recorded config (missing {missing}, unexpected {unexpected})"
+        )
+    schedule = ScheduleConfig(**record["schedule"]).build()
+    return model.to(device).eval(), schedule, record

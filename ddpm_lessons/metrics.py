@@ -1,0 +1,182 @@
+"""Measuring samples: a small MNIST classifier, conditional accuracy, and a Frechet distance in its
+feature space (FID's recipe with a digit classifier in place of Inception), always beside the
+real-vs-real baseline at the same sample count, so that every number has its floor next to it.
+
+The classifier's weights ship in ``data/mnist_classifier.safetensors``; ``train_classifier``
+rebuilds them from the bundled training split (see ``benchmarks/train_classifier.py``).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ddpm_lessons.data import REPO_DATA, load_mnist
+
+CLASSIFIER_PATH = REPO_DATA / "mnist_classifier.safetensors"
+
+
+class MNISTClassifier(nn.Module):
+    """Two conv blocks and two linear layers; ``features`` is the 64-d penultimate layer."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Sequential(
+            nn.Conv2d(1, 32, 3, padding=1), nn.ReLU(), nn.Conv2d(32, 32, 3, padding=1), nn.ReLU(),
+            nn.MaxPool2d(2),  # 28 -> 14
+            nn.Conv2d(32, 64, 3, padding=1), nn.ReLU(), nn.Conv2d(64, 64, 3, padding=1), nn.ReLU(),
+            nn.MaxPool2d(2),  # 14 -> 7
+        )  # fmt: skip
+        self.fc = nn.Linear(64 * 7 * 7, 64)
+        self.dropout = nn.Dropout(0.3)
+        self.head = nn.Linear(64, 10)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, 1, 28, 28) in [-1, 1] -> (B, 64)."""
+        return F.relu(self.fc(self.conv(x).flatten(1)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.dropout(self.features(x)))  # (B, 10) logits
+
+
+def _shift(x: torch.Tensor, generator: torch.Generator, max_shift: int = 2) -> torch.Tensor:
+    """Random translations by up to max_shift pixels (background is -1), a cheap augmentation."""
+    padded = F.pad(x, [max_shift] * 4, value=-1.0)
+    out = torch.empty_like(x)
+    offsets = torch.randint(0, 2 * max_shift + 1, (len(x), 2), generator=generator)
+    for i, (dy, dx) in enumerate(offsets.tolist()):
+        out[i] = padded[i, :, dy : dy + 28, dx : dx + 28]
+    return out
+
+
+def train_classifier(epochs: int = 8, seed: int = 0, batch_size: int = 128, log=print) -> tuple[MNISTClassifier, float]:
+    """Train on the bundled sample's 8,000 training digits; return (model, accuracy on its 2,000 test digits)."""
+    torch.manual_seed(seed)
+    gen = torch.Generator().manual_seed(seed)
+    x_train, y_train = load_mnist("train", source="bundled")
+    x_test, y_test = load_mnist("test", source="bundled")
+    model = MNISTClassifier()
+    opt = torch.optim.AdamW(model.parameters(), lr=2e-3, weight_decay=1e-4)
+    steps = epochs * (len(x_train) // batch_size)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=2e-3, total_steps=steps)
+    for epoch in range(epochs):
+        model.train()
+        perm = torch.randperm(len(x_train), generator=gen)
+        for i in range(len(x_train) // batch_size):
+            idx = perm[i * batch_size : (i + 1) * batch_size]
+            loss = F.cross_entropy(model(_shift(x_train[idx], gen)), y_train[idx])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            sched.step()
+        acc = accuracy(model, x_test, y_test)
+        log(f"epoch {epoch + 1}/{epochs}: loss {loss.item():.4f}, test accuracy {acc:.4f}")
+    return model.eval(), acc
+
+
+@torch.no_grad()
+def accuracy(model: MNISTClassifier, images: torch.Tensor, labels: torch.Tensor) -> float:
+    model.eval()
+    preds = torch.cat([model(chunk).argmax(1) for chunk in images.split(1000)])
+    return (preds == labels).float().mean().item()
+
+
+def save_classifier(model: MNISTClassifier, path: Path, record: dict) -> None:
+    """fp16 weights (the file stays under 1 MB) with a JSON record of how they were made."""
+    from safetensors.torch import save_file
+
+    save_file(
+        {k: v.half() for k, v in model.state_dict().items()},
+        str(path),
+        metadata={"record": json.dumps(record)},
+    )
+
+
+def load_classifier(path: str | Path = CLASSIFIER_PATH) -> MNISTClassifier:
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(
+            f"classifier weights {path} are missing; rebuild them with `python benchmarks/train_classifier.py`"
+        )
+    model = MNISTClassifier()
+    model.load_state_dict({k: v.float() for k, v in load_file(str(path)).items()})
+    return model.eval()
+
+
+def _as_images(images) -> torch.Tensor:
+    """Accept uint8 (N, 28, 28) / (N, 1, 28, 28) or floats in [-1, 1]; return float (N, 1, 28, 28)."""
+    images = torch.as_tensor(images)
+    if images.dtype == torch.uint8:
+        images = images.float() / 127.5 - 1.0
+    if images.ndim == 3:
+        images = images.unsqueeze(1)
+    if images.ndim != 4 or images.shape[1:] != (1, 28, 28):
+        raise ValueError(f"MNIST metrics need images of shape (N, 1, 28, 28) or (N, 28, 28), got {tuple(images.shape)}")
+    return images.float().clamp(-1, 1)
+
+
+@torch.no_grad()
+def classify(images, classifier: MNISTClassifier | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Predicted digits (N,) and features (N, 64)."""
+    classifier = classifier or load_classifier()
+    images = _as_images(images)
+    feats = torch.cat([classifier.features(c) for c in images.split(1000)])
+    return classifier.head(feats).argmax(1), feats
+
+
+def conditional_accuracy(images, labels, classifier: MNISTClassifier | None = None) -> float:
+    """Share of samples that the classifier assigns to the digit that was asked for."""
+    preds, _ = classify(images, classifier)
+    return (preds == torch.as_tensor(labels).long()).float().mean().item()
+
+
+def frechet_distance(feats_a: torch.Tensor, feats_b: torch.Tensor) -> float:
+    """Frechet distance between Gaussians fitted to two feature sets (Heusel et al. 2017, FID):
+
+        d^2 = |mu_a - mu_b|^2 + tr(S_a + S_b - 2 (S_a^{1/2} S_b S_a^{1/2})^{1/2})
+
+    tr((S_a S_b)^{1/2}) is computed as the sum of square roots of the eigenvalues of the
+    symmetric matrix S_a^{1/2} S_b S_a^{1/2}, which has the same eigenvalues as S_a S_b.
+    """
+    a, b = feats_a.double(), feats_b.double()
+    if a.ndim != 2 or b.ndim != 2 or a.shape[1] != b.shape[1] or min(len(a), len(b)) < 2:
+        raise ValueError(
+            f"frechet_distance needs two (N, D) feature sets with N >= 2, got {tuple(a.shape)}, {tuple(b.shape)}"
+        )
+    mu_a, mu_b = a.mean(0), b.mean(0)
+    cov_a, cov_b = torch.cov(a.T).reshape(a.shape[1], -1), torch.cov(b.T).reshape(b.shape[1], -1)
+    evals, evecs = torch.linalg.eigh(cov_a)
+    sqrt_a = evecs @ torch.diag(evals.clamp(min=0).sqrt()) @ evecs.T
+    cross = torch.linalg.eigvalsh(sqrt_a @ cov_b @ sqrt_a).clamp(min=0).sqrt().sum()
+    return ((mu_a - mu_b).pow(2).sum() + cov_a.trace() + cov_b.trace() - 2 * cross).item()
+
+
+def evaluate_samples(
+    images, labels=None, classifier: MNISTClassifier | None = None, seed: int = 0
+) -> dict[str, float | int]:
+    """Every metric with its floor: conditional accuracy (when labels are given), the Frechet distance
+    to the 2,000 held-out bundled digits, and the same distance for n real training digits (the
+    real-vs-real baseline at the same count n)."""
+    classifier = classifier or load_classifier()
+    images = _as_images(images)
+    n = len(images)
+    x_train, _ = load_mnist("train", source="bundled")
+    x_ref, _ = load_mnist("test", source="bundled")
+    if n > len(x_train):
+        raise ValueError(f"at most {len(x_train)} samples can be compared with the bundled data, got {n}")
+    _, feats = classify(images, classifier)
+    _, ref_feats = classify(x_ref, classifier)
+    real_idx = torch.randperm(len(x_train), generator=torch.Generator().manual_seed(seed))[:n]
+    _, real_feats = classify(x_train[real_idx], classifier)
+    fd, floor = frechet_distance(feats, ref_feats), frechet_distance(real_feats, ref_feats)
+    out: dict[str, float | int] = {"n": n, "reference": "bundled MNIST test split (2,000 digits)"}
+    if labels is not None:
+        out["conditional_accuracy"] = conditional_accuracy(images, labels, classifier)
+    out.update(frechet_distance=fd, frechet_distance_real_vs_real=floor, frechet_ratio=fd / max(floor, 1e-12))
+    return out

@@ -1,0 +1,325 @@
+"""Training: Algorithm 1 of Ho et al. 2020 with the practical pieces around it.
+
+AdamW with a linear learning-rate warm-up, gradient clipping, an exponential moving average (EMA)
+of the weights (what we sample from), label dropout for classifier-free guidance, mixed precision
+on CUDA, gradient accumulation, optional ``torch.compile``, a progress bar, periodic sample grids,
+and checkpoints every N steps from which a run resumes exactly (see ``checkpoints``).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import signal
+import threading
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from ddpm_lessons.checkpoints import (
+    ScheduleConfig,
+    check_same_config,
+    config_record,
+    export_model,
+    load_training_checkpoint,
+    save_training_checkpoint,
+)
+from ddpm_lessons.forward import check_x0, q_sample
+from ddpm_lessons.samplers import sample_ddim
+from ddpm_lessons.unet import NO_LABEL, UNet, UNetConfig
+from ddpm_lessons.utils import get_device
+
+
+@dataclass
+class TrainConfig:
+    """How to train. Ho et al. 2020 used lr 2e-4, batch 128, warm-up 5000, clip 1.0, EMA 0.9999."""
+
+    steps: int = 10_000  # optimiser steps in total (a resumed run continues up to this)
+    batch_size: int = 128  # images per micro-batch
+    grad_accum: int = 1  # micro-batches per optimiser step
+    lr: float = 2e-4  # peak learning rate of AdamW
+    warmup_steps: int = 500  # linear warm-up from 0 to lr
+    weight_decay: float = 0.0
+    grad_clip: float = 1.0  # max global gradient norm; 0 disables
+    ema_decay: float = 0.9999  # EMA decay, warmed up as min(decay, (1 + step) / (10 + step))
+    label_dropout: float = 0.1  # share of labels replaced by "no label" (classifier-free guidance)
+    amp: bool = True  # mixed precision on CUDA (bf16 where supported, else fp16); ignored on CPU
+    compile: bool = False  # torch.compile the model
+    checkpoint_every: int = 1000  # steps between checkpoints
+    sample_every: int = 0  # steps between sample grids (0: never)
+    sample_steps: int = 50  # DDIM steps for those grids
+    log_every: int = 50  # steps between log lines in log.jsonl
+    seed: int = 0
+    device: str | None = None  # None: cuda, then mps, then cpu
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or infinite."""
+
+
+class EMA:
+    """Exponential moving average of a model's weights: ema = d * ema + (1 - d) * weights."""
+
+    def __init__(self, model: torch.nn.Module, decay: float):
+        self.decay = decay
+        self.model = copy.deepcopy(model).eval().requires_grad_(False)
+
+    @torch.no_grad()
+    def update(self, model: torch.nn.Module, step: int) -> None:
+        d = min(self.decay, (1 + step) / (10 + step))  # a short memory early, while weights move fast
+        for ema_p, p in zip(self.model.parameters(), model.parameters(), strict=True):
+            ema_p.lerp_(p.detach(), 1.0 - d)
+        for ema_b, b in zip(self.model.buffers(), model.buffers(), strict=True):
+            ema_b.copy_(b)
+
+
+class Trainer:
+    """Trains a UNet on images (N, C, H, W) in [-1, 1] (a tensor, or a Dataset of such tensors).
+
+    Files in ``out_dir``: checkpoint.pt (+ .json), model.safetensors (the EMA weights, + .json),
+    log.jsonl (one line per ``log_every`` steps), samples/step_XXXXXX.png.
+    """
+
+    def __init__(
+        self,
+        model_config: UNetConfig,
+        train_config: TrainConfig,
+        images,
+        out_dir: str | Path,
+        labels: torch.Tensor | None = None,
+        schedule_config: ScheduleConfig | None = None,
+        resume: bool = False,
+        progress: bool = True,
+    ):
+        self.model_config, self.config = model_config, train_config
+        self.schedule_config = schedule_config or ScheduleConfig()
+        self.schedule = self.schedule_config.build()
+        self.out_dir, self.progress = Path(out_dir), progress
+        self.device = get_device(train_config.device)
+        self._set_data(images, labels)
+
+        torch.manual_seed(train_config.seed)  # the initial weights and dropout
+        self.model = UNet(model_config).to(self.device)
+        self.ema = EMA(self.model, train_config.ema_decay)
+        self.optimizer = torch.optim.AdamW(
+            self.model.parameters(), lr=train_config.lr, weight_decay=train_config.weight_decay
+        )
+        self.data_gen = torch.Generator().manual_seed(train_config.seed + 1)  # batch indices
+        self.noise_gen = torch.Generator().manual_seed(train_config.seed + 2)  # t, eps, label dropout
+        self.amp_dtype = self._amp_dtype()
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
+        self.forward = torch.compile(self.model) if train_config.compile else self.model
+        self.step, self.last_checkpoint_step, self.interrupted = 0, None, None
+        if resume:
+            self._resume()
+        elif (self.out_dir / "checkpoint.pt").exists():
+            raise FileExistsError(
+                f"{self.out_dir} already holds a checkpoint; pass resume=True (--resume) to continue it, "
+                "or choose a new output directory"
+            )
+
+    def _set_data(self, images, labels) -> None:
+        if len(images) == 0:
+            raise ValueError("the training set is empty; check the data path")
+        if isinstance(images, torch.Tensor):
+            check_x0(images, "Trainer")
+            expected = (
+                self.model_config.in_channels,
+                self.model_config.image_size,
+                self.model_config.image_size,
+            )
+            if tuple(images.shape[1:]) != expected:
+                raise ValueError(
+                    f"Trainer: images are {tuple(images.shape[1:])} but the model expects {expected}; "
+                    "set UNetConfig(in_channels=..., image_size=...) to match the data"
+                )
+            images = images.to(self.device)
+        self.images = images
+        if self.model_config.num_classes and labels is None:
+            raise ValueError("the model is class-conditional (num_classes set) but no labels were given")
+        self.labels = None if labels is None or not self.model_config.num_classes else labels.to(self.device)
+
+    def _amp_dtype(self):
+        if not (self.config.amp and self.device.type == "cuda"):
+            return None
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+
+    def _record(self) -> dict:
+        return config_record(self.model_config, self.schedule_config, self.step, train=asdict(self.config))
+
+    # ---- checkpoints --------------------------------------------------------------------------
+    def save_checkpoint(self) -> Path:
+        state = {
+            "step": self.step,
+            "model": self.model.state_dict(),
+            "ema": self.ema.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "rng_data": self.data_gen.get_state(),
+            "rng_noise": self.noise_gen.get_state(),
+            "rng_torch": torch.get_rng_state(),
+        }
+        if self.device.type == "cuda":
+            state["rng_cuda"] = torch.cuda.get_rng_state(self.device)
+        path = self.out_dir / "checkpoint.pt"
+        save_training_checkpoint(path, state, self._record())
+        export_model(self.out_dir / "model.safetensors", self.ema.model, self._record())
+        self.last_checkpoint_step = self.step
+        return path
+
+    def _resume(self) -> None:
+        path = self.out_dir / "checkpoint.pt"
+        state, record = load_training_checkpoint(path, map_location=self.device)
+        check_same_config(record, self.model_config, self.schedule_config, str(path))
+        self.model.load_state_dict(state["model"])
+        self.ema.model.load_state_dict(state["ema"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scaler.load_state_dict(state["scaler"])
+        self.data_gen.set_state(state["rng_data"])
+        self.noise_gen.set_state(state["rng_noise"])
+        torch.set_rng_state(state["rng_torch"])
+        if "rng_cuda" in state and self.device.type == "cuda":
+            torch.cuda.set_rng_state(state["rng_cuda"], self.device)
+        self.step = self.last_checkpoint_step = int(state["step"])
+        self._truncate_log(self.step)
+
+    def _truncate_log(self, step: int) -> None:
+        """Drop log lines written after the checkpoint we resume from (the run died after them)."""
+        log = self.out_dir / "log.jsonl"
+        if log.exists():
+            keep = [line for line in log.read_text().splitlines() if line and json.loads(line)["step"] <= step]
+            log.write_text("".join(line + "\n" for line in keep))
+
+    # ---- one step of Algorithm 1 ---------------------------------------------------------------
+    def _batch(self) -> tuple[torch.Tensor, torch.Tensor | None]:
+        idx = torch.randint(len(self.images), (self.config.batch_size,), generator=self.data_gen)
+        if isinstance(self.images, torch.Tensor):
+            x0 = self.images[idx.to(self.device)]
+        else:
+            x0 = torch.stack([self.images[int(i)] for i in idx]).to(self.device)
+        y = None if self.labels is None else self.labels[idx.to(self.device)]
+        return x0, y  # Algorithm 1, line 2: x0 ~ q(x0)
+
+    def _loss(self, x0: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
+        B = x0.shape[0]
+        t = torch.randint(0, self.schedule.T, (B,), generator=self.noise_gen).to(self.device)  # line 3
+        eps = torch.randn(x0.shape, generator=self.noise_gen).to(self.device)  # line 4
+        if y is not None and self.config.label_dropout > 0:
+            drop = torch.rand(B, generator=self.noise_gen).to(self.device) < self.config.label_dropout
+            y = torch.where(drop, torch.full_like(y, NO_LABEL), y)  # learn the unconditional model too
+        xt = q_sample(self.schedule, x0, t, noise=eps)  # Eq. (4)
+        with torch.autocast("cuda", dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
+            eps_theta = self.forward(xt, t, y)
+        return ((eps - eps_theta.float()) ** 2).mean()  # line 5: || eps - eps_theta ||^2 (Eq. 14)
+
+    def lr_at(self, step: int) -> float:
+        return self.config.lr * min(1.0, (step + 1) / max(1, self.config.warmup_steps))
+
+    def train_step(self) -> float:
+        """One optimiser step over ``grad_accum`` micro-batches; returns the mean loss."""
+        self.model.train()
+        for group in self.optimizer.param_groups:
+            group["lr"] = self.lr_at(self.step)
+        self.optimizer.zero_grad(set_to_none=True)
+        total = 0.0
+        for _ in range(self.config.grad_accum):
+            loss = self._loss(*self._batch())
+            if not torch.isfinite(loss):
+                kept = (
+                    f"the last good checkpoint (step {self.last_checkpoint_step}) is kept in {self.out_dir}"
+                    if self.last_checkpoint_step is not None
+                    else "no checkpoint had been written yet"
+                )
+                raise TrainingDiverged(
+                    f"loss became {loss.item()} at step {self.step}; {kept}. "
+                    "Lower the learning rate (--lr), keep gradient clipping on, and check the data is finite."
+                )
+            self.scaler.scale(loss / self.config.grad_accum).backward()
+            total += loss.item() / self.config.grad_accum
+        if self.config.grad_clip > 0:
+            self.scaler.unscale_(self.optimizer)
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.grad_clip)
+        self.scaler.step(self.optimizer)  # Algorithm 1, line 5: gradient step
+        self.scaler.update()
+        self.ema.update(self.model, self.step)
+        self.step += 1
+        return total
+
+    # ---- the loop ---------------------------------------------------------------------------
+    def sample_grid(self, path: Path | None = None, n: int = 20, seed: int = 0) -> torch.Tensor:
+        """DDIM samples from the EMA model (labels 0..K-1 in turn when conditional), saved as a PNG grid."""
+        import torchvision.utils
+
+        cfg = self.model_config
+        y = torch.arange(n, device=self.device) % cfg.num_classes if cfg.num_classes else None
+        shape = (n, cfg.in_channels, cfg.image_size, cfg.image_size)
+        generator = torch.Generator().manual_seed(seed)
+        x = sample_ddim(
+            self.ema.model,
+            self.schedule,
+            shape,
+            self.config.sample_steps,
+            y=y,
+            generator=generator,
+            device=self.device,
+        )
+        if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            nrow = cfg.num_classes or int(math.sqrt(n))
+            torchvision.utils.save_image((x.float().cpu() + 1) / 2, path, nrow=nrow, padding=1)
+        return x
+
+    def _on_signal(self, signum, frame) -> None:
+        self.interrupted = signal.Signals(signum).name
+
+    def train(self) -> Trainer:
+        """Run until ``config.steps``. SIGINT/SIGTERM stop it after the current step with a checkpoint."""
+        cfg = self.config
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        handlers = {}
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                handlers[sig] = signal.signal(sig, self._on_signal)
+        bar = tqdm(total=cfg.steps, initial=self.step, disable=not self.progress, desc="train", smoothing=0.1)
+        window, t0, images_per_step = [], time.perf_counter(), cfg.batch_size * cfg.grad_accum
+        try:
+            while self.step < cfg.steps and not self.interrupted:
+                window.append(self.train_step())
+                speed = len(window) * images_per_step / (time.perf_counter() - t0)
+                bar.update(1)
+                bar.set_postfix(loss=f"{window[-1]:.4f}", img_s=f"{speed:.0f}")
+                if self.step % cfg.log_every == 0 or self.step == cfg.steps:
+                    self._log(sum(window) / len(window), speed)
+                    window, t0 = [], time.perf_counter()
+                if cfg.sample_every and self.step % cfg.sample_every == 0:
+                    self.sample_grid(self.out_dir / "samples" / f"step_{self.step:06d}.png")
+                if self.step % cfg.checkpoint_every == 0 or self.step == cfg.steps:
+                    self.save_checkpoint()
+            if self.interrupted:
+                if self.last_checkpoint_step != self.step:
+                    self.save_checkpoint()
+                print(f"\n{self.interrupted}: checkpoint at step {self.step} written to {self.out_dir}; "
+                      "continue with resume=True (--resume)")  # fmt: skip
+        finally:
+            bar.close()
+            for sig, handler in handlers.items():
+                signal.signal(sig, handler)
+        return self
+
+    def _log(self, loss: float, images_per_s: float) -> None:
+        line = {
+            "step": self.step,
+            "loss": loss,
+            "lr": self.lr_at(self.step - 1),
+            "images_per_s": images_per_s,
+        }
+        with open(self.out_dir / "log.jsonl", "a") as f:
+            f.write(json.dumps(line) + "\n")
+
+    def read_log(self) -> list[dict]:
+        log = self.out_dir / "log.jsonl"
+        return [json.loads(line) for line in log.read_text().splitlines() if line] if log.exists() else []

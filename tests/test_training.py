@@ -1,0 +1,146 @@
+"""Training: it learns, resumes exactly, survives SIGKILL and SIGTERM, stops on NaN, names config mismatches."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from ddpm_lessons.checkpoints import ConfigMismatch, ScheduleConfig, load_model, load_training_checkpoint
+from ddpm_lessons.data import load_mnist
+from ddpm_lessons.training import TrainConfig, Trainer, TrainingDiverged
+from ddpm_lessons.unet import UNetConfig
+
+TINY = UNetConfig(base_channels=8, groups=4, channel_mults=(1, 2), attention_resolutions=(14,), num_classes=10)
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def digits():
+    x, y = load_mnist("train", source="bundled")
+    return x[:512], y[:512]
+
+
+def _config(**kw):
+    base = dict(steps=8, batch_size=16, lr=2e-3, warmup_steps=2, checkpoint_every=4, log_every=2, ema_decay=0.99)
+    return TrainConfig(**{**base, **kw})
+
+
+def _weights(trainer):
+    return {**trainer.model.state_dict(), **{"ema." + k: v for k, v in trainer.ema.model.state_dict().items()}}
+
+
+def test_n_steps_plus_resume_plus_n_equals_2n_straight(digits, tmp_path):
+    x, y = digits
+    straight = Trainer(TINY, _config(steps=8), x, tmp_path / "a", labels=y, progress=False).train()
+    Trainer(TINY, _config(steps=4), x, tmp_path / "b", labels=y, progress=False).train()
+    resumed = Trainer(TINY, _config(steps=8), x, tmp_path / "b", labels=y, resume=True, progress=False)
+    assert resumed.step == 4
+    resumed.train()
+    a, b = _weights(straight), _weights(resumed)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert [r["step"] for r in resumed.read_log()] == [2, 4, 6, 8]
+
+
+def test_training_lowers_the_loss(digits, tmp_path):
+    x, y = digits
+    trainer = Trainer(TINY, _config(steps=60, log_every=10, checkpoint_every=60), x, tmp_path, labels=y, progress=False)
+    losses = [r["loss"] for r in trainer.train().read_log()]
+    assert losses[0] > 0.5 and losses[-1] < 0.6 * losses[0]  # starts near E|eps|^2 = 1 (zero output)
+
+
+def test_checkpoint_record_and_export(digits, tmp_path):
+    x, y = digits
+    Trainer(TINY, _config(steps=4), x, tmp_path, labels=y, progress=False).train()
+    record = json.loads((tmp_path / "checkpoint.json").read_text())
+    assert record["step"] == 4 and record["model"]["num_classes"] == 10 and record["schedule"]["T"] == 1000
+    assert "ddpm_lessons_version" in record
+    model, schedule, rec = load_model(tmp_path / "model.safetensors")
+    assert model.config == TINY and schedule.T == 1000 and rec["step"] == 4
+    assert not any(p.name.endswith(".tmp") for p in tmp_path.iterdir())  # atomic writes leave nothing behind
+
+
+def test_resume_into_a_different_config_names_the_fields(digits, tmp_path):
+    x, y = digits
+    Trainer(TINY, _config(steps=4), x, tmp_path, labels=y, progress=False).train()
+    other = UNetConfig(base_channels=16, groups=4, channel_mults=(1, 2), attention_resolutions=(14,), num_classes=10)
+    with pytest.raises(ConfigMismatch, match=r"model.base_channels: checkpoint has 8, this run has 16"):
+        Trainer(other, _config(), x, tmp_path, labels=y, resume=True, progress=False)
+    with pytest.raises(ConfigMismatch, match=r"schedule.kind: checkpoint has 'linear', this run has 'cosine'"):
+        Trainer(TINY, _config(), x, tmp_path, labels=y, resume=True, schedule_config=ScheduleConfig(kind="cosine"))
+    with pytest.raises(FileExistsError, match="--resume"):
+        Trainer(TINY, _config(), x, tmp_path, labels=y, progress=False)
+
+
+def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(digits, tmp_path, monkeypatch):
+    x, y = digits
+    trainer = Trainer(TINY, _config(steps=20), x, tmp_path, labels=y, progress=False)
+    real_loss = trainer._loss
+    monkeypatch.setattr(trainer, "_loss", lambda *a: real_loss(*a) * (float("nan") if trainer.step >= 6 else 1.0))
+    with pytest.raises(TrainingDiverged, match=r"loss became nan at step 6; the last good checkpoint \(step 4\)"):
+        trainer.train()
+    state, record = load_training_checkpoint(tmp_path / "checkpoint.pt")
+    assert state["step"] == 4 and all(torch.isfinite(v).all() for v in state["model"].values())
+
+
+def test_bad_data_is_refused(tmp_path):
+    with pytest.raises(ValueError, match="must lie in \\[-1, 1\\]"):
+        Trainer(TINY, _config(), torch.full((4, 1, 28, 28), 255.0), tmp_path, labels=torch.zeros(4, dtype=torch.long))
+    with pytest.raises(ValueError, match="model expects \\(1, 28, 28\\)"):
+        Trainer(TINY, _config(), torch.zeros(4, 3, 32, 32), tmp_path, labels=torch.zeros(4, dtype=torch.long))
+    with pytest.raises(ValueError, match="no labels"):
+        Trainer(TINY, _config(), torch.zeros(4, 1, 28, 28), tmp_path)
+
+
+def _cli_train(out, steps, *extra):
+    cmd = [sys.executable, "-m", "ddpm_lessons", "train", "--source", "bundled", "--conditional", "--steps", str(steps),
+           "--batch-size", "8", "--base-channels", "8", "--channel-mults", "1", "2", "--attention", "14",
+           "--checkpoint-every", "3", "--warmup", "2", "--no-progress", "--out", str(out), *extra]  # fmt: skip
+    env = {**os.environ, "DDPM_OFFLINE": "1", "PYTHONPATH": str(REPO)}
+    return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def _wait_for_step(out, at_least, proc, timeout=120):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        record = out / "checkpoint.json"
+        if record.exists() and json.loads(record.read_text())["step"] >= at_least:
+            return
+        if proc.poll() is not None:
+            pytest.fail(f"training exited early:\n{proc.stdout.read()}")
+        time.sleep(0.05)
+    pytest.fail("no checkpoint appeared in time")
+
+
+@pytest.mark.slow
+def test_sigkill_mid_run_resumes_from_the_last_checkpoint(tmp_path):
+    out = tmp_path / "run"
+    proc = _cli_train(out, 10_000)
+    _wait_for_step(out, 6, proc)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    state, record = load_training_checkpoint(out / "checkpoint.pt")  # still readable after the kill
+    killed_at = int(state["step"])
+    assert killed_at >= 6 and killed_at % 3 == 0
+    resumed = _cli_train(out, killed_at + 3, "--resume")
+    assert resumed.wait(timeout=120) == 0, resumed.stdout.read()
+    assert json.loads((out / "checkpoint.json").read_text())["step"] == killed_at + 3
+
+
+@pytest.mark.slow
+def test_sigterm_writes_a_checkpoint_before_exiting(tmp_path):
+    out = tmp_path / "run"
+    proc = _cli_train(out, 10_000, "--checkpoint-every", "1000")
+    deadline = time.time() + 120
+    while not (out / "log.jsonl").exists() and time.time() < deadline:  # the loop is running
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=120) == 128 + signal.SIGTERM
+    assert "SIGTERM: checkpoint at step" in proc.stdout.read()
+    state, _ = load_training_checkpoint(out / "checkpoint.pt")
+    assert state["step"] >= 50  # log_every is 50: the run got that far before the signal
