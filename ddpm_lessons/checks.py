@@ -1,0 +1,257 @@
+"""Checks for the lessons' exercises: run the learner's function on fixed inputs, compare it with the
+package, and when it is wrong, say which usual mistake it looks like.
+
+Each ``check_*`` prints one deterministic line starting with "PASS" (what nbval compares) or raises
+:class:`CheckFailed` with a hint. The hints come from computing the known-wrong variants (a variance
+where the standard deviation belongs, an off-by-one in t, swapped halves, ...) and seeing which
+one the learner's output matches.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import torch
+
+from ddpm_lessons.forward import q_posterior, q_sample
+from ddpm_lessons.losses import normal_kl
+from ddpm_lessons.schedules import NoiseSchedule
+from ddpm_lessons.unet import ResBlock, timestep_embedding
+
+
+class CheckFailed(AssertionError):
+    """The learner's answer differs from the reference; the message says how."""
+
+
+def _close(a, b, tol: float = 1e-5) -> bool:
+    return (
+        isinstance(a, torch.Tensor)
+        and a.shape == b.shape
+        and bool(torch.allclose(a.double(), b.double(), rtol=tol, atol=tol))
+    )
+
+
+def _judge(name: str, got, expected: torch.Tensor, mistakes: dict[str, torch.Tensor], default_hint: str) -> None:
+    """Print PASS, or raise CheckFailed naming the shape problem or the mistake that got matches."""
+    if not isinstance(got, torch.Tensor):
+        raise CheckFailed(f"{name}: expected a torch.Tensor, got {type(got).__name__}. Did you forget `return`?")
+    if got.shape != expected.shape:
+        raise CheckFailed(
+            f"{name}: wrong shape {tuple(got.shape)}, expected {tuple(expected.shape)}. "
+            "Check how you index with t and broadcast over (B, C, H, W) (e.g. .view(-1, 1, 1, 1))."
+        )
+    if not bool(torch.isfinite(got).all()):
+        raise CheckFailed(f"{name}: your result contains NaN or inf. Look for a log or sqrt of a negative number.")
+    if _close(got, expected):
+        return
+    for hint, wrong in mistakes.items():
+        if _close(got, wrong):
+            raise CheckFailed(f"{name}: not yet. {hint}")
+    diff = (got.double() - expected.double()).abs().max().item()
+    raise CheckFailed(f"{name}: not yet (largest difference {diff:.3g}). {default_hint}")
+
+
+def _pass(message: str) -> None:
+    print(f"PASS {message}")
+
+
+# ---- lesson 01 ---------------------------------------------------------------------------------
+def check_alpha_bar(fn: Callable[[torch.Tensor], torch.Tensor]) -> None:
+    """fn(betas (T,)) -> alpha_bar (T,), Eq. (4)'s alpha_bar_t = prod_{s<=t} (1 - beta_s)."""
+    for kind in ("linear", "cosine"):
+        s = NoiseSchedule.make(kind, 1000)
+        got = fn(s.betas.clone())
+        mistakes = {
+            "You multiplied the betas; alpha_t = 1 - beta_t, so multiply the alphas.": torch.cumprod(s.betas, 0),
+            "That is alpha_t itself; alpha_bar_t is the cumulative product (torch.cumprod).": s.alphas,
+            "Off by one in t: alpha_bar[0] must already include the first step, alpha_bar[0] = 1 - beta[0].": (
+                s.alpha_bar_prev
+            ),
+            "You summed instead of multiplying: 1 - sum(beta) is only a first-order approximation.": (
+                1 - torch.cumsum(s.betas, 0)
+            ),
+        }
+        _judge(f"alpha_bar ({kind} schedule)", got, s.alpha_bar, mistakes, "alpha_bar_t = prod_{s<=t} (1 - beta_s).")
+    _pass("alpha_bar: matches the package for the linear and cosine schedules")
+
+
+def check_q_sample(fn: Callable[..., torch.Tensor]) -> None:
+    """fn(schedule, x0, t, noise) -> x_t, Eq. (4)."""
+    s = NoiseSchedule.make("linear", 1000)
+    g = torch.Generator().manual_seed(0)
+    x0 = torch.rand(4, 1, 5, 5, generator=g) * 2 - 1
+    noise = torch.randn(4, 1, 5, 5, generator=g)
+    t = torch.tensor([0, 10, 500, 998])
+    ab = s.alpha_bar[t].float().view(-1, 1, 1, 1)
+    a = s.alphas[t].float().view(-1, 1, 1, 1)
+    mistakes = {
+        "Variance where the standard deviation belongs: use sqrt(alpha_bar) and sqrt(1 - alpha_bar).": (
+            ab * x0 + (1 - ab) * noise
+        ),
+        "The noise needs sqrt(1 - alpha_bar_t), the standard deviation, not the variance.": (
+            ab.sqrt() * x0 + (1 - ab) * noise
+        ),
+        "Use alpha_bar_t (the product over all steps up to t), not alpha_t (one step).": (
+            a.sqrt() * x0 + (1 - a).sqrt() * noise
+        ),
+        "Off by one in t: index the schedule with t itself (timesteps are 0-indexed here).": (
+            s.alpha_bar_prev[t].float().view(-1, 1, 1, 1).sqrt() * x0
+            + (1 - s.alpha_bar_prev[t].float().view(-1, 1, 1, 1)).sqrt() * noise
+        ),
+    }
+    expected = q_sample(s, x0, t, noise=noise)
+    _judge(
+        "q_sample",
+        fn(s, x0.clone(), t.clone(), noise.clone()),
+        expected,
+        mistakes,
+        "x_t = sqrt(ab) x0 + sqrt(1-ab) eps.",
+    )
+    _pass("q_sample: matches Eq. (4) for t = 0, 10, 500 and 998")
+
+
+# ---- lesson 02 ---------------------------------------------------------------------------------
+def check_posterior(fn: Callable[..., tuple[torch.Tensor, torch.Tensor]]) -> None:
+    """fn(schedule, x0, xt, t) -> (mean, variance) of q(x_{t-1} | x_t, x_0), Eqs. (6)-(7)."""
+    s = NoiseSchedule.make("linear", 1000)
+    g = torch.Generator().manual_seed(1)
+    x0 = torch.rand(3, 1, 4, 4, generator=g, dtype=torch.float64) * 2 - 1
+    xt = torch.randn(3, 1, 4, 4, generator=g, dtype=torch.float64)
+    t = torch.tensor([1, 200, 999])
+    mean, var, _ = q_posterior(s, x0, xt, t)
+    out = fn(s, x0.clone(), xt.clone(), t.clone())
+    if not isinstance(out, tuple) or len(out) != 2:
+        raise CheckFailed("posterior: return a pair (mean, variance)")
+    got_mean, got_var = out
+    c0 = s.posterior_mean_coef_x0[t].view(-1, 1, 1, 1)
+    ct = s.posterior_mean_coef_xt[t].view(-1, 1, 1, 1)
+    ab_t, ab_prev = s.alpha_bar[t].view(-1, 1, 1, 1), s.alpha_bar_prev[t].view(-1, 1, 1, 1)
+    beta = s.betas[t].view(-1, 1, 1, 1)
+    _judge(
+        "posterior mean",
+        got_mean,
+        mean,
+        {
+            "The two coefficients are swapped: sqrt(alpha_bar_{t-1}) beta_t / (1 - alpha_bar_t) multiplies x_0.": (
+                ct * x0 + c0 * xt
+            ),
+            "Off by one: the x_0 coefficient uses alpha_bar_{t-1} (alpha_bar_prev), not alpha_bar_t.": (
+                ab_t.sqrt() * beta / (1 - ab_t) * x0 + ct * xt
+            ),
+            "The x_t coefficient needs sqrt(alpha_t), not alpha_t.": (
+                c0 * x0 + (1 - beta) * (1 - ab_prev) / (1 - ab_t) * xt
+            ),
+        },
+        "Eq. (7): mu = sqrt(ab_prev) beta/(1-ab) x0 + sqrt(alpha)(1-ab_prev)/(1-ab) xt.",
+    )
+    if not isinstance(got_var, torch.Tensor):
+        raise CheckFailed(f"posterior variance: expected a torch.Tensor, got {type(got_var).__name__}")
+    try:
+        got_var = got_var.expand_as(mean)  # (B, 1, 1, 1) and (B, C, H, W) are both fine
+    except RuntimeError as err:
+        raise CheckFailed(
+            f"posterior variance: shape {tuple(got_var.shape)} does not broadcast to {tuple(mean.shape)}; "
+            "index the schedule with t and reshape with .view(-1, 1, 1, 1)"
+        ) from err
+    full = var.expand_as(mean)
+    beta_tilde_off = (1 - s.alpha_bar_prev[t - 1]) / (1 - s.alpha_bar_prev[t]) * s.betas[t]
+    _judge(
+        "posterior variance",
+        got_var,
+        full,
+        {
+            "That is beta_t, the forward step's variance; the posterior's is beta_tilde_t, which is smaller.": (
+                beta.expand_as(mean)
+            ),
+            "That is the standard deviation; the check asks for the variance beta_tilde_t.": full.sqrt(),
+            "Off by one: beta_tilde_t = (1 - alpha_bar_{t-1}) / (1 - alpha_bar_t) beta_t.": (
+                beta_tilde_off.view(-1, 1, 1, 1).expand_as(mean)
+            ),
+        },
+        "Eq. (7): beta_tilde_t = (1 - alpha_bar_{t-1}) / (1 - alpha_bar_t) beta_t.",
+    )
+    _pass("posterior: mean and variance match Eq. (7) for t = 1, 200 and 999")
+
+
+def check_normal_kl(fn: Callable[..., torch.Tensor]) -> None:
+    """fn(mean1, logvar1, mean2, logvar2) -> KL(N1 || N2), elementwise, in nats."""
+    g = torch.Generator().manual_seed(2)
+    m1, m2 = torch.randn(50, generator=g, dtype=torch.float64), torch.randn(50, generator=g, dtype=torch.float64)
+    lv1, lv2 = torch.randn(50, generator=g, dtype=torch.float64), torch.randn(50, generator=g, dtype=torch.float64)
+    expected = normal_kl(m1, lv1, m2, lv2)
+    mistakes = {
+        "The arguments are the wrong way round: that is KL(N2 || N1); KL is not symmetric.": normal_kl(
+            m2, lv2, m1, lv1
+        ),
+        "Missing the factor 1/2 in front.": 2 * expected,
+        "The inputs are log-variances: the variance ratio is exp(logvar1 - logvar2), not logvar1 / logvar2.": (
+            0.5 * (lv2 - lv1 + lv1 / lv2 + (m1 - m2) ** 2 * torch.exp(-lv2) - 1)
+        ),
+        "Divide the squared mean difference by the variance exp(logvar2), not the standard deviation.": (
+            0.5 * (lv2 - lv1 + torch.exp(lv1 - lv2) + (m1 - m2) ** 2 * torch.exp(-0.5 * lv2) - 1)
+        ),
+    }
+    _judge(
+        "normal_kl",
+        fn(m1, lv1, m2, lv2),
+        expected,
+        mistakes,
+        "KL = 0.5 (lv2 - lv1 + e^(lv1-lv2) + (m1-m2)^2 e^-lv2 - 1).",
+    )
+    _pass("normal_kl: matches the closed form on 50 random pairs of Gaussians")
+
+
+# ---- lesson 03 ---------------------------------------------------------------------------------
+def check_timestep_embedding(fn: Callable[[torch.Tensor, int], torch.Tensor]) -> None:
+    """fn(t (B,), dim) -> (B, dim): sines in the first half, cosines in the second."""
+    t, dim = torch.tensor([0, 1, 25, 999]), 32
+    expected = timestep_embedding(t, dim)
+    half = dim // 2
+    freqs = torch.exp(-math.log(10_000) * torch.arange(half) / (half - 1))
+    angles = t.float()[:, None] * freqs
+    interleaved = torch.stack([torch.sin(angles), torch.cos(angles)], dim=2).reshape(len(t), dim)
+    freqs_half = torch.exp(-math.log(10_000) * torch.arange(half) / half)
+    mistakes = {
+        "The halves are swapped: sines go in the first half, cosines in the second.": expected.roll(half, dims=1),
+        "Interleaved sin, cos, sin, cos...: this course (like Ho et al.) concatenates [sin | cos].": interleaved,
+        "The frequencies should run from 1 down to 1/10000 exactly: divide the exponent by (half - 1).": torch.cat(
+            [torch.sin(t.float()[:, None] * freqs_half), torch.cos(t.float()[:, None] * freqs_half)], dim=1
+        ),
+    }
+    _judge("timestep_embedding", fn(t.clone(), dim), expected, mistakes, "emb = [sin(t w_i) | cos(t w_i)].")
+    _pass("timestep_embedding: matches the package for t = 0, 1, 25, 999 (dim 32)")
+
+
+def check_res_block(block_cls: type) -> None:
+    """block_cls(in_ch, out_ch, emb_dim, dropout, groups) with the package's submodule names."""
+    torch.manual_seed(0)
+    ref = ResBlock(8, 16, 32, 0.0, 4).eval()
+    for p in ref.parameters():  # random weights everywhere, so every path shows in the output
+        torch.nn.init.normal_(p, std=0.2)
+    try:
+        mine = block_cls(8, 16, 32, 0.0, 4).eval()
+        mine.load_state_dict(ref.state_dict())
+    except Exception as err:
+        raise CheckFailed(
+            f"res block: cannot load the package's weights into yours ({err}). Use the same layer names: "
+            "norm1, conv1, emb_proj, norm2, dropout, conv2, skip."
+        ) from err
+    g = torch.Generator().manual_seed(3)
+    x, emb = torch.randn(2, 8, 6, 6, generator=g), torch.randn(2, 32, generator=g)
+    F = torch.nn.functional
+    with torch.no_grad():
+        expected = ref(x, emb)
+        h = ref.conv1(F.silu(ref.norm1(x)))
+        shift = ref.emb_proj(F.silu(emb))[:, :, None, None]
+        no_skip = ref.conv2(F.silu(ref.norm2(h + shift)))
+        late_emb = ref.skip(x) + ref.conv2(F.silu(ref.norm2(h))) + shift
+        no_emb = ref.skip(x) + ref.conv2(F.silu(ref.norm2(h)))
+        got = mine(x, emb)
+    mistakes = {
+        "The skip connection is missing: return skip(x) + h.": no_skip,
+        "The embedding is added at the end; add it after the first convolution, before norm2.": late_emb,
+        "The time embedding is not used: add emb_proj(silu(emb)) to h, broadcast over H and W.": no_emb,
+    }
+    _judge("res block", got, expected, mistakes, "norm1-silu-conv1, + emb, norm2-silu-dropout-conv2, + skip(x).")
+    _pass("res block: same output as the package's ResBlock with the same weights")

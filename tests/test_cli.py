@@ -1,0 +1,85 @@
+"""The command line as a user runs it: train a tiny model, sample it to .npz, evaluate, doctor."""
+
+import json
+
+import numpy as np
+import pytest
+
+from ddpm_lessons.cli import main
+
+TINY_ARGS = ["--base-channels", "8", "--channel-mults", "1", "2", "--attention", "14", "--batch-size", "8",
+             "--source", "bundled", "--no-progress"]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    out = tmp_path_factory.mktemp("run")
+    assert (
+        main(["train", "--conditional", "--steps", "3", "--checkpoint-every", "3", "--out", str(out), *TINY_ARGS]) == 0
+    )
+    return out
+
+
+def test_sample_writes_npz_and_grid_reproducibly(run_dir, tmp_path, capsys):
+    args = ["sample", "--checkpoint", str(run_dir / "model.safetensors"), "--n", "12", "--steps", "4",
+            "--guidance", "1", "--seed", "5", "--no-progress"]  # fmt: skip
+    assert main([*args, "--out", str(tmp_path / "a.npz"), "--grid", str(tmp_path / "a.png")]) == 0
+    assert main([*args, "--out", str(tmp_path / "b.npz")]) == 0
+    a, b = np.load(tmp_path / "a.npz"), np.load(tmp_path / "b.npz")
+    assert a["images"].shape == (12, 28, 28) and a["images"].dtype == np.uint8
+    assert a["labels"].dtype == np.int64 and a["labels"].tolist() == [i % 10 for i in range(12)]
+    assert np.array_equal(a["images"], b["images"])
+    assert (tmp_path / "a.png").stat().st_size > 0
+    assert main([*args[:-2], "--labels", "7", "--out", str(tmp_path / "c.npz"), "--no-progress"]) == 0
+    assert set(np.load(tmp_path / "c.npz")["labels"].tolist()) == {7}
+
+
+def test_sample_from_training_checkpoint_with_ddpm(run_dir, tmp_path):
+    out = tmp_path / "d.npz"
+    args = ["sample", "--checkpoint", str(run_dir / "checkpoint.pt"), "--n", "2", "--sampler", "ddpm"]
+    assert main([*args, "--out", str(out), "--no-progress"]) == 0
+    assert np.load(out)["images"].shape == (2, 28, 28)
+
+
+def test_evaluate_prints_metrics_with_their_floor(run_dir, tmp_path, capsys):
+    out = tmp_path / "s.npz"
+    main(["sample", "--checkpoint", str(run_dir / "model.safetensors"), "--n", "20", "--steps", "2",
+          "--out", str(out), "--no-progress"])  # fmt: skip
+    capsys.readouterr()
+    assert main(["evaluate", "--samples", str(out)]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["n"] == 20 and 0 <= result["conditional_accuracy"] <= 1
+    assert result["frechet_distance_real_vs_real"] > 0 and result["frechet_distance"] > 0
+
+
+def test_resume_past_the_end_and_bad_input(run_dir, tmp_path, capsys):
+    assert main(["train", "--conditional", "--steps", "3", "--resume", "--out", str(run_dir), *TINY_ARGS]) == 0
+    assert "already at step 3" in capsys.readouterr().out
+    assert main(["train", "--steps", "3", "--out", str(run_dir), *TINY_ARGS]) == 2
+    assert "--resume" in capsys.readouterr().err
+    with pytest.raises(SystemExit, match="must end in .npz"):
+        main(["sample", "--checkpoint", str(run_dir / "model.safetensors"), "--out", str(tmp_path / "x.png")])
+    with pytest.raises(SystemExit, match="no samples at"):
+        main(["evaluate", "--samples", str(tmp_path / "missing.npz")])
+    assert main(["sample", "--checkpoint", str(tmp_path / "nope.safetensors"), "--out", str(tmp_path / "x.npz")]) == 2
+    assert "no model at" in capsys.readouterr().err
+    with pytest.raises(SystemExit, match="needs --data DIR"):
+        main(["train", "--dataset", "folder", "--out", str(tmp_path / "f")])
+
+
+def test_train_on_an_image_folder(tmp_path):
+    from PIL import Image
+
+    for i in range(3):
+        Image.fromarray(np.full((20, 30, 3), 40 * i, np.uint8)).save(tmp_path / f"{i}.png")
+    out = tmp_path / "run"
+    args = ["train", "--dataset", "folder", "--data", str(tmp_path), "--image-size", "16", "--steps", "2",
+            "--out", str(out), *TINY_ARGS[:-3], "--no-progress"]  # fmt: skip
+    assert main(args) == 0
+    assert json.loads((out / "checkpoint.json").read_text())["model"]["in_channels"] == 3
+
+
+def test_doctor_reports(capsys):
+    code = main(["doctor"])
+    out = capsys.readouterr().out
+    assert "Python" in out and "bundled MNIST sample" in out and code in (0, 1)

@@ -1,0 +1,60 @@
+"""The measuring stick: Frechet distance by two routes and a closed form, the shipped classifier."""
+
+import json
+
+import pytest
+import torch
+
+from ddpm_lessons.data import load_mnist, to_uint8
+from ddpm_lessons.metrics import (
+    CLASSIFIER_PATH,
+    conditional_accuracy,
+    evaluate_samples,
+    frechet_distance,
+    load_classifier,
+)
+
+
+def test_frechet_distance_diagonal_closed_form():
+    g = torch.Generator().manual_seed(0)
+    a = torch.randn(200_000, 3, generator=g, dtype=torch.float64) * torch.tensor([1.0, 2.0, 0.5]) + 1.0
+    b = torch.randn(200_000, 3, generator=g, dtype=torch.float64) * torch.tensor([3.0, 2.0, 1.0])
+    # |mu_a - mu_b|^2 + sum (sigma_a - sigma_b)^2 for diagonal covariances
+    expected = 3 * 1.0**2 + (1 - 3) ** 2 + (2 - 2) ** 2 + (0.5 - 1) ** 2
+    assert frechet_distance(a, b) == pytest.approx(expected, rel=0.01)
+
+
+def test_frechet_distance_matches_a_second_route():
+    """tr((S_a S_b)^(1/2)) from the eigenvalues of the non-symmetric product S_a S_b."""
+    g = torch.Generator().manual_seed(1)
+    a = torch.randn(500, 6, generator=g, dtype=torch.float64) @ torch.randn(6, 6, generator=g, dtype=torch.float64)
+    b = (
+        torch.randn(400, 6, generator=g, dtype=torch.float64) @ torch.randn(6, 6, generator=g, dtype=torch.float64)
+        + 0.3
+    )
+    cov_a, cov_b = torch.cov(a.T), torch.cov(b.T)
+    cross = torch.linalg.eigvals(cov_a @ cov_b).real.clamp(min=0).sqrt().sum()
+    expected = (a.mean(0) - b.mean(0)).pow(2).sum() + cov_a.trace() + cov_b.trace() - 2 * cross
+    assert frechet_distance(a, b) == pytest.approx(expected.item(), rel=1e-8)
+    assert frechet_distance(a, a) == pytest.approx(0.0, abs=1e-8)
+    assert frechet_distance(a, b) == pytest.approx(frechet_distance(b, a), rel=1e-8)
+
+
+def test_shipped_classifier_matches_its_record():
+    record = json.loads(CLASSIFIER_PATH.with_suffix(".json").read_text())
+    x, y = load_mnist("test", source="bundled")
+    acc = conditional_accuracy(x, y, load_classifier())
+    assert acc == pytest.approx(record["test_accuracy"], abs=0.002)  # fp16 storage may flip a digit
+    assert acc > 0.97
+    assert CLASSIFIER_PATH.stat().st_size < 1_000_000
+
+
+def test_evaluate_real_digits_sits_at_the_floor_and_noise_far_above():
+    x, y = load_mnist("train", source="bundled")
+    real = evaluate_samples(to_uint8(x[-500:, 0]), y[-500:], seed=1)
+    assert real["n"] == 500 and real["conditional_accuracy"] > 0.97
+    assert 0.5 < real["frechet_ratio"] < 2.0
+    noise = evaluate_samples(torch.rand(500, 1, 28, 28) * 2 - 1)
+    assert noise["frechet_ratio"] > 20 and "conditional_accuracy" not in noise
+    with pytest.raises(ValueError, match=r"\(N, 1, 28, 28\)"):
+        evaluate_samples(torch.zeros(4, 3, 28, 28))
