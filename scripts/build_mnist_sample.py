@@ -60,6 +60,10 @@ def main() -> None:
     perm = np.random.default_rng(SPLIT_SEED).permutation(len(images))
     is_val = np.zeros(len(images), dtype=bool)
     is_val[perm[:N_VAL]] = True
+    # The package stores the digits class by class; shuffle them (split membership unchanged) so
+    # that images[:k] is a fair sample of every class.
+    order = np.random.default_rng(SPLIT_SEED + 1).permutation(len(images))
+    images, labels, is_val = images[order], labels[order], is_val[order]
     args.out.parent.mkdir(parents=True, exist_ok=True)
     np.savez_compressed(args.out, images=images, labels=labels, is_val=is_val)
     digest = hashlib.sha256(images.tobytes() + labels.tobytes() + is_val.tobytes()).hexdigest()
