@@ -5,10 +5,10 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
-# CI and the tests run the FAST profile with no network access.
-TEST_ENV := DDPM_FAST=1 DDPM_OFFLINE=1
+# CI and the tests run the FAST profile with no network access; widgets draw one static figure.
+TEST_ENV := DDPM_FAST=1 DDPM_OFFLINE=1 DDPM_WIDGETS=static
 
-.PHONY: setup test lint unit notebooks lab clean-venv
+.PHONY: setup test lint unit notebooks exercises lab clean-venv
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -25,10 +25,13 @@ lint: setup
 unit: setup
 	$(TEST_ENV) $(BIN)/pytest tests
 
+# Runs every solution notebook; compares the output of the cells marked # NBVAL_CHECK_OUTPUT.
 notebooks: setup
-	@if ls notebooks/*.ipynb > /dev/null 2>&1; then \
-		$(TEST_ENV) $(BIN)/pytest --nbval-lax -p no:cacheprovider notebooks; \
-	else echo "no notebooks yet"; fi
+	$(TEST_ENV) $(BIN)/pytest --nbval-lax -p no:cacheprovider notebooks
+
+# Writes exercises/ from the solution notebooks (tests fail when they drift apart).
+exercises: setup
+	$(BIN)/python -m ddpm_lessons.exercises
 
 test: lint unit notebooks
 

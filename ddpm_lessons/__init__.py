@@ -6,3 +6,6 @@ schedules -> forward, losses -> unet -> samplers -> data, metrics -> training
 """
 
 __version__ = "0.1.0"
+
+# Where the course lives; every notebook's first cell clones it on Colab (a test keeps them equal).
+REPO_URL = "https://github.com/ddpm-lessons/ddpm-lessons"

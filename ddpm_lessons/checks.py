@@ -56,6 +56,25 @@ def _pass(message: str) -> None:
     print(f"PASS {message}")
 
 
+# ---- lesson 00 ---------------------------------------------------------------------------------
+def check_scaling(fn: Callable[[torch.Tensor], torch.Tensor]) -> None:
+    """fn(uint8 pixels) -> float pixels in [-1, 1]: 0 -> -1 and 255 -> 1."""
+    pixels = torch.arange(256, dtype=torch.uint8).view(16, 16)
+    got = fn(pixels.clone())
+    expected = pixels.float() / 127.5 - 1
+    if isinstance(got, torch.Tensor) and not got.is_floating_point():
+        raise CheckFailed("scaling: the result is still an integer tensor; convert with .float() first.")
+    mistakes = {
+        "That is [0, 1]: the model wants [-1, 1], so also map x -> 2 x - 1.": pixels.float() / 255,
+        "Subtract 1 after dividing by 127.5, so that 0 maps to -1.": pixels.float() / 127.5,
+        "That maps to [-0.5, 0.5]: divide by 127.5, not 255, before subtracting 1 (or use 2 p / 255 - 1).": (
+            pixels.float() / 255 - 0.5
+        ),
+    }
+    _judge("scaling", got, expected, mistakes, "x = 2 p / 255 - 1 maps 0 -> -1 and 255 -> 1.")
+    _pass("scaling: 0 -> -1, 255 -> 1, and everything in between on a straight line")
+
+
 # ---- lesson 01 ---------------------------------------------------------------------------------
 def check_alpha_bar(fn: Callable[[torch.Tensor], torch.Tensor]) -> None:
     """fn(betas (T,)) -> alpha_bar (T,), Eq. (4)'s alpha_bar_t = prod_{s<=t} (1 - beta_s)."""

@@ -51,3 +51,10 @@ def plot_schedules(schedules: dict[str, NoiseSchedule], axes=None):
         ax.legend()
         ax.grid(alpha=0.3)
     return axes
+
+
+def notebook_style(dpi: int = 72) -> None:
+    """Small, readable inline figures: keeps each lesson under 1 MB with its outputs."""
+    import matplotlib.pyplot as plt
+
+    plt.rcParams.update({"figure.dpi": dpi, "figure.figsize": (6, 3.2), "axes.grid": False, "font.size": 10})

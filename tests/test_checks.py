@@ -18,6 +18,16 @@ def _passes(check, answer, capsys):
     assert out.startswith("PASS ") and out.count("\n") == 1
 
 
+def test_scaling(capsys):
+    _passes(checks.check_scaling, lambda p: p.float() / 127.5 - 1, capsys)
+    with pytest.raises(CheckFailed, match="That is \\[0, 1\\]"):
+        checks.check_scaling(lambda p: p.float() / 255)
+    with pytest.raises(CheckFailed, match="integer tensor"):
+        checks.check_scaling(lambda p: p * 2 - 1)
+    with pytest.raises(CheckFailed, match="Subtract 1"):
+        checks.check_scaling(lambda p: p.float() / 127.5)
+
+
 def test_alpha_bar(capsys):
     _passes(checks.check_alpha_bar, lambda b: torch.cumprod(1 - b, 0), capsys)
     with pytest.raises(CheckFailed, match="multiplied the betas"):

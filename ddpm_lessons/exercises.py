@@ -1,0 +1,79 @@
+"""Write the exercise notebooks from the solution notebooks: ``python -m ddpm_lessons.exercises``.
+
+In a solution notebook each answer sits between ``### BEGIN SOLUTION`` and ``### END SOLUTION``
+(one or more per code cell). The exercise version replaces each such block by
+``# YOUR CODE HERE`` and ``raise NotImplementedError`` at the same indentation, clears every output,
+and keeps only the outputs of cells marked ``# NBVAL_CHECK_OUTPUT``: the check cells' PASS lines,
+which nbval then expects from the learner's answers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import re
+import sys
+from pathlib import Path
+
+import nbformat
+
+BEGIN, END = "### BEGIN SOLUTION", "### END SOLUTION"
+CHECK_MARK = "# NBVAL_CHECK_OUTPUT"
+_BLOCK = re.compile(r"^([ \t]*)" + re.escape(BEGIN) + r"[^\n]*\n.*?^[ \t]*" + re.escape(END) + r"[^\n]*$", re.S | re.M)
+
+
+def strip_solutions(source: str) -> str:
+    """Replace every BEGIN/END SOLUTION block of a cell's source by a stub."""
+    if source.count(BEGIN) != source.count(END):
+        raise ValueError(f"unbalanced {BEGIN!r} / {END!r} markers in cell:\n{source}")
+    return _BLOCK.sub(lambda m: f"{m.group(1)}# YOUR CODE HERE\n{m.group(1)}raise NotImplementedError", source)
+
+
+def make_exercise(solution: nbformat.NotebookNode) -> nbformat.NotebookNode:
+    nb = copy.deepcopy(solution)
+    for cell in nb.cells:
+        if cell.cell_type != "code":
+            continue
+        has_solution = BEGIN in cell.source
+        cell.source = strip_solutions(cell.source)
+        if has_solution or CHECK_MARK not in cell.source:
+            cell.outputs = []
+        cell.execution_count = None
+        cell.metadata.pop("execution", None)
+    nb.metadata.setdefault("ddpm_lessons", {})["generated_from"] = "notebooks/ (do not edit: make exercises)"
+    return nb
+
+
+def exercise_text(path: Path) -> str:
+    return nbformat.writes(make_exercise(nbformat.read(path, as_version=4))) + "\n"
+
+
+def solution_notebooks(src: Path) -> list[Path]:
+    return [p for p in sorted(Path(src).glob("*.ipynb")) if BEGIN in p.read_text()]
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--src", type=Path, default=Path("notebooks"))
+    p.add_argument("--dst", type=Path, default=Path("exercises"))
+    p.add_argument("--check", action="store_true", help="only report exercise notebooks that are out of date")
+    args = p.parse_args(argv)
+    stale = []
+    for path in solution_notebooks(args.src):
+        target = args.dst / path.name
+        text = exercise_text(path)
+        if target.exists() and target.read_text() == text:
+            continue
+        stale.append(target)
+        if not args.check:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_text(text)
+            print(f"wrote {target}")
+    if args.check and stale:
+        print("out of date (run `make exercises`): " + ", ".join(map(str, stale)), file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,86 @@
+"""The lessons and their exercise versions: in sync, small, installable on Colab, and self-checking.
+
+`make test` also runs every solution notebook under `pytest --nbval-lax notebooks/`.
+"""
+
+import json
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from ddpm_lessons import REPO_URL
+from ddpm_lessons.exercises import BEGIN, CHECK_MARK, exercise_text, solution_notebooks, strip_solutions
+
+ROOT = Path(__file__).resolve().parent.parent
+NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
+WITH_EXERCISES = solution_notebooks(ROOT / "notebooks")
+
+
+def test_there_are_lessons():
+    assert [p.name[:2] for p in NOTEBOOKS][:4] == ["00", "01", "02", "03"]
+
+
+@pytest.mark.parametrize("path", WITH_EXERCISES, ids=lambda p: p.name)
+def test_exercise_notebook_is_in_sync_with_its_solution(path):
+    target = ROOT / "exercises" / path.name
+    assert target.exists(), f"{target} is missing: run `make exercises`"
+    assert target.read_text() == exercise_text(path), f"{target} is stale: run `make exercises`"
+
+
+@pytest.mark.parametrize("path", [*NOTEBOOKS, *sorted((ROOT / "exercises").glob("*.ipynb"))], ids=lambda p: p.name)
+def test_notebook_is_under_one_megabyte(path):
+    assert path.stat().st_size < 1_000_000
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_colab_badge_and_setup_cell(path):
+    nb = nbformat.read(path, as_version=4)
+    assert f"notebooks/{path.name}" in nb.cells[0].source and "colab-badge" in nb.cells[0].source
+    setup = next(c for c in nb.cells if c.cell_type == "code")
+    assert "google.colab" in setup.source and f'REPO_URL = "{REPO_URL}"' in setup.source
+    assert REPO_URL.split("github.com/")[1] in nb.cells[0].source
+
+
+@pytest.mark.parametrize("path", WITH_EXERCISES, ids=lambda p: p.name)
+def test_every_exercise_is_followed_by_a_stored_pass_line(path):
+    cells = [c for c in nbformat.read(path, as_version=4).cells if c.cell_type == "code"]
+    for i, cell in enumerate(cells):
+        if BEGIN in cell.source:
+            check = cells[i + 1]
+            assert CHECK_MARK in check.source and "checks.check_" in check.source, check.source
+            text = "".join(o.get("text", "") for o in check.outputs if o.output_type == "stream")
+            assert text.startswith("PASS "), f"{path.name}: the check after cell {i} has no stored PASS line"
+
+
+def test_strip_solutions_keeps_indentation_and_code_around():
+    source = "def f(x):\n    y = 1\n    ### BEGIN SOLUTION\n    return x + y\n    ### END SOLUTION\n\nprint(f)"
+    assert (
+        strip_solutions(source)
+        == "def f(x):\n    y = 1\n    # YOUR CODE HERE\n    raise NotImplementedError\n\nprint(f)"
+    )
+    with pytest.raises(ValueError, match="unbalanced"):
+        strip_solutions("### BEGIN SOLUTION\nx = 1")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("path", WITH_EXERCISES, ids=lambda p: p.name)
+def test_in_an_exercise_notebook_only_the_check_cells_fail(path, tmp_path, monkeypatch):
+    """Run the exercise version as a learner who has written nothing yet."""
+    from nbclient import NotebookClient
+
+    nb = nbformat.read(ROOT / "exercises" / path.name, as_version=4)
+    for name, value in dict(DDPM_FAST="1", DDPM_OFFLINE="1", DDPM_WIDGETS="static", MPLBACKEND="Agg").items():
+        monkeypatch.setenv(name, value)  # the kernel inherits these
+    NotebookClient(nb, timeout=300, allow_errors=True, resources={"metadata": {"path": str(tmp_path)}}).execute()
+    failed, checks = [], []
+    for cell in nb.cells:
+        if cell.cell_type != "code":
+            continue
+        errors = [o for o in cell.outputs if o.output_type == "error"]
+        if "checks.check_" in cell.source:
+            checks.append(cell)
+            assert errors and errors[0].ename == "NotImplementedError", cell.source
+        elif errors:
+            failed.append((cell.source[:80], errors[0].ename, errors[0].evalue))
+    assert checks and not failed, json.dumps(failed, indent=1)
