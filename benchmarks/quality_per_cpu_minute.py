@@ -31,6 +31,7 @@ p.add_argument("--batch-size", type=int, default=64)
 p.add_argument("--lr", type=float, default=1e-3)
 p.add_argument("--ema-decay", type=float, default=0.999)
 p.add_argument("--base-channels", type=int, default=32)
+p.add_argument("--sample-batch", type=int, default=50, help="CPU forward passes are fastest at batch ~64-100")
 p.add_argument("--seed", type=int, default=0)
 p.add_argument("--out", default="runs/quality_per_cpu_minute")
 args = p.parse_args()
@@ -58,7 +59,7 @@ for w in args.guidance:
     samples = torch.cat([
         sample_ddim(trainer.ema.model, trainer.schedule, (len(chunk), 1, 28, 28), steps=args.ddim_steps, y=chunk,
                     guidance=w, generator=torch.Generator().manual_seed(args.seed + i))
-        for i, chunk in enumerate(labels.split(500))
+        for i, chunk in enumerate(labels.split(args.sample_batch))
     ])  # fmt: skip
     metrics = evaluate_samples(to_uint8(samples[:, 0]), labels)
     metrics.update(guidance=w, ddim_steps=args.ddim_steps, sampling_seconds=round(time.perf_counter() - t0, 1))

@@ -122,11 +122,12 @@ class ForwardDiffusionExplorer:
             self.fig.draw_artist(artist)
         return np.asarray(self.canvas.buffer_rgba())
 
-    def png(self) -> bytes:
+    def png(self, compress_level: int = 1) -> bytes:
+        """The figure as PNG bytes; level 1 favours speed (slider moves), 9 size (a stored figure)."""
         from PIL import Image
 
         buf = io.BytesIO()
-        Image.fromarray(self.render()[:, :, :3]).save(buf, format="png", compress_level=1)  # speed over size
+        Image.fromarray(self.render()[:, :, :3]).save(buf, format="png", compress_level=compress_level)
         return buf.getvalue()
 
     def redraw_ms(self, moves: int = 20) -> float:
@@ -183,5 +184,5 @@ def forward_diffusion_explorer(images: torch.Tensor, n_images: int = 6, T: int =
     explorer = ForwardDiffusionExplorer(images, n_images=n_images, T=T)
     if static is None:
         static = os.environ.get(STATIC_ENV, "").lower() == "static"
-    display(Image(explorer.png()) if static else explorer.build_widget())
+    display(Image(explorer.png(compress_level=9)) if static else explorer.build_widget())
     return explorer
