@@ -144,3 +144,16 @@ def test_sigterm_writes_a_checkpoint_before_exiting(tmp_path):
     assert "SIGTERM: checkpoint at step" in proc.stdout.read()
     state, _ = load_training_checkpoint(out / "checkpoint.pt")
     assert state["step"] >= 50  # log_every is 50: the run got that far before the signal
+
+
+def test_sample_grids_and_gradient_accumulation(digits, tmp_path):
+    x, y = digits
+    config = _config(steps=4, grad_accum=2, sample_every=2, sample_steps=3, log_every=4)
+    trainer = Trainer(TINY, config, x, tmp_path, labels=y, progress=False).train()
+    grids = sorted(p.name for p in (tmp_path / "samples").iterdir())
+    assert grids == ["step_000002.png", "step_000004.png"]
+    from PIL import Image
+
+    with Image.open(tmp_path / "samples" / grids[0]) as im:
+        assert im.size == (10 * 29 + 1, 2 * 29 + 1)  # 20 samples, one row per 10 classes, 1 px padding
+    assert trainer.read_log()[-1]["step"] == 4
