@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed-stamp
 # CI and the tests run the FAST profile with no network access; widgets draw one static figure.
 TEST_ENV := DDPM_FAST=1 DDPM_OFFLINE=1 DDPM_WIDGETS=static
 
-.PHONY: setup test lint unit notebooks exercises lab clean-venv
+.PHONY: setup browser-deps test lint unit notebooks exercises lab clean-venv
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -22,7 +22,13 @@ setup: $(STAMP)
 lint: setup
 	$(BIN)/ruff check .
 
-unit: setup
+# The browser test needs Chromium: install Debian's where we can (root with apt-get), else it skips.
+browser-deps:
+	@command -v chromium > /dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get > /dev/null && \
+		{ apt-get update -qq && apt-get install -y -qq chromium > /dev/null; } || \
+		echo "chromium not installed: tests/test_browser.py will be skipped"; }
+
+unit: setup browser-deps
 	$(TEST_ENV) $(BIN)/pytest tests
 
 # Runs every solution notebook; compares the output of the cells marked # NBVAL_CHECK_OUTPUT.
