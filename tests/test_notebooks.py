@@ -84,3 +84,17 @@ def test_in_an_exercise_notebook_only_the_check_cells_fail(path, tmp_path, monke
         elif errors:
             failed.append((cell.source[:80], errors[0].ename, errors[0].evalue))
     assert checks and not failed, json.dumps(failed, indent=1)
+
+
+def test_static_site_renders_every_lesson_in_order(tmp_path):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("build_site", ROOT / "scripts" / "build_site.py")
+    build_site = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(build_site)
+    written = build_site.build(tmp_path, execute=False)  # `make site` executes them first
+    assert [p.name for p in written] == [p.stem + ".html" for p in NOTEBOOKS]
+    index = (tmp_path / "index.html").read_text()
+    positions = [index.index(p.name) for p in written]
+    assert positions == sorted(positions) and "Forward diffusion" in index
+    assert "data:image/png;base64" in (tmp_path / "01_forward_diffusion.html").read_text()  # images inline
