@@ -36,10 +36,12 @@ def make_exercise(solution: nbformat.NotebookNode) -> nbformat.NotebookNode:
             continue
         has_solution = BEGIN in cell.source
         cell.source = strip_solutions(cell.source)
+        cell.metadata.pop("execution", None)
         if has_solution or CHECK_MARK not in cell.source:
             cell.outputs = []
-        cell.execution_count = None
-        cell.metadata.pop("execution", None)
+            cell.execution_count = None
+        # A check cell keeps its PASS line and its execution count: nbval treats a cell with
+        # outputs but no count as an error ("unrun reference cell has outputs").
     nb.metadata.setdefault("ddpm_lessons", {})["generated_from"] = "notebooks/ (do not edit: make exercises)"
     return nb
 

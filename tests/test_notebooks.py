@@ -4,6 +4,7 @@
 """
 
 import json
+import os
 from pathlib import Path
 
 import nbformat
@@ -98,3 +99,33 @@ def test_static_site_renders_every_lesson_in_order(tmp_path):
     positions = [index.index(p.name) for p in written]
     assert positions == sorted(positions) and "Forward diffusion" in index
     assert "data:image/png;base64" in (tmp_path / "01_forward_diffusion.html").read_text()  # images inline
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("path", WITH_EXERCISES, ids=lambda p: p.name)
+def test_nbval_on_an_exercise_notebook_passes_exactly_when_the_answers_are_right(path, tmp_path):
+    """What a learner runs: `pytest --nbval-lax exercises/NN.ipynb`, before and after answering."""
+    import subprocess
+    import sys
+
+    exercise = nbformat.read(ROOT / "exercises" / path.name, as_version=4)
+    solution = nbformat.read(path, as_version=4)
+    answered = nbformat.from_dict(exercise)
+    for cell, solved in zip(answered.cells, solution.cells, strict=True):
+        if "# YOUR CODE HERE" in cell.source:
+            cell.source = solved.source  # the learner writes the reference answer
+    (tmp_path / "blank").mkdir()
+    (tmp_path / "answered").mkdir()
+    nbformat.write(exercise, tmp_path / "blank" / path.name)
+    nbformat.write(answered, tmp_path / "answered" / path.name)
+    env = {**os.environ, "DDPM_FAST": "1", "DDPM_OFFLINE": "1", "DDPM_WIDGETS": "static"}
+    env.pop("MPLBACKEND", None)
+
+    def nbval(folder):
+        cmd = [sys.executable, "-m", "pytest", "-q", "--nbval-lax", "-p", "no:cacheprovider", str(folder / path.name)]
+        return subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=folder)
+
+    answered_run = nbval(tmp_path / "answered")
+    assert answered_run.returncode == 0, answered_run.stdout[-3000:]
+    blank_run = nbval(tmp_path / "blank")
+    assert blank_run.returncode == 1 and "NotImplementedError" in blank_run.stdout, blank_run.stdout[-3000:]
