@@ -157,16 +157,34 @@ def frechet_distance(feats_a: torch.Tensor, feats_b: torch.Tensor) -> float:
     return ((mu_a - mu_b).pow(2).sum() + cov_a.trace() + cov_b.trace() - 2 * cross).item()
 
 
+def diversity(feats: torch.Tensor, labels: torch.Tensor | None = None) -> float:
+    """Mean Euclidean distance between two different samples of the same class, in feature space.
+
+    It is 0 when every sample of a class is the same image and grows with the spread; with no labels
+    all samples count as one class. feats: (N, D); labels: (N,).
+    """
+    labels = torch.zeros(len(feats), dtype=torch.long) if labels is None else torch.as_tensor(labels).long()
+    per_class = []
+    for c in labels.unique():
+        f = feats[labels == c].double()
+        if len(f) >= 2:
+            d = torch.cdist(f, f)  # (n_c, n_c), zero diagonal
+            per_class.append(d.sum() / (len(f) * (len(f) - 1)))
+    if not per_class:
+        raise ValueError("diversity needs at least two samples of one class")
+    return torch.stack(per_class).mean().item()
+
+
 def evaluate_samples(
     images, labels=None, classifier: MNISTClassifier | None = None, seed: int = 0
 ) -> dict[str, float | int]:
-    """Every metric with its floor: conditional accuracy (when labels are given), the Frechet distance
-    to the 2,000 held-out bundled digits, and the same distance for n real training digits (the
-    real-vs-real baseline at the same count n)."""
+    """Every metric with its floor: conditional accuracy and within-class diversity (when labels are
+    given), the Frechet distance to the 2,000 held-out bundled digits, and the same distance and
+    diversity for n real training digits (the real-vs-real baseline at the same count n)."""
     classifier = classifier or load_classifier()
     images = _as_images(images)
     n = len(images)
-    x_train, _ = load_mnist("train", source="bundled")
+    x_train, y_train = load_mnist("train", source="bundled")
     x_ref, _ = load_mnist("test", source="bundled")
     if n > len(x_train):
         raise ValueError(f"at most {len(x_train)} samples can be compared with the bundled data, got {n}")
@@ -178,5 +196,7 @@ def evaluate_samples(
     out: dict[str, float | int] = {"n": n, "reference": "bundled MNIST test split (2,000 digits)"}
     if labels is not None:
         out["conditional_accuracy"] = conditional_accuracy(images, labels, classifier)
+        out["diversity"] = diversity(feats, labels)  # within-class spread, with real digits' beside it
+        out["diversity_real"] = diversity(real_feats, y_train[real_idx])
     out.update(frechet_distance=fd, frechet_distance_real_vs_real=floor, frechet_ratio=fd / max(floor, 1e-12))
     return out

@@ -165,6 +165,40 @@ def ddim_timesteps(T: int, steps: int) -> list[int]:
     return ts[::-1]
 
 
+def ddim_step(
+    schedule: NoiseSchedule,
+    xt: torch.Tensor,
+    eps: torch.Tensor,
+    t: int,
+    t_prev: int,
+    eta: float = 0.0,
+    clip_x0: bool = True,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """One DDIM update from step t to an earlier step t_prev, Eq. (12) of Song, Meng & Ermon 2021.
+
+        x_{t'} = sqrt(alpha_bar_{t'}) x0_pred + sqrt(1 - alpha_bar_{t'} - sigma^2) eps + sigma z
+
+    with x0_pred from Eq. (15) of Ho et al. and sigma from Song et al.'s Eq. (16) times eta. ``t_prev = -1``
+    means "after the last step": alpha_bar there is 1, so the result is x0_pred itself.
+    xt, eps: (B, C, H, W); t, t_prev: ints with -1 <= t_prev < t.
+    """
+    if not -1 <= t_prev < t:
+        raise ValueError(f"ddim_step goes backwards: need -1 <= t_prev < t, got t={t}, t_prev={t_prev}")
+    tt = torch.full((xt.shape[0],), int(t), dtype=torch.long, device=xt.device)
+    x0_pred = predict_x0_from_eps(schedule, xt, tt, eps)  # Eq. (15) of Ho et al.; Song's "predicted x0"
+    if clip_x0:
+        x0_pred = x0_pred.clamp(-1.0, 1.0)
+        eps = predict_eps_from_x0(schedule, xt, tt, x0_pred)  # keep eps consistent with the clip
+    ab_t = schedule.alpha_bar[t].item()
+    ab_prev = schedule.alpha_bar[t_prev].item() if t_prev >= 0 else 1.0
+    sigma = eta * ((1 - ab_prev) / (1 - ab_t) * (1 - ab_t / ab_prev)) ** 0.5  # Song et al. Eq. (16)
+    x = ab_prev**0.5 * x0_pred + max(1 - ab_prev - sigma**2, 0.0) ** 0.5 * eps  # Eq. (12)
+    if sigma > 0:
+        x = x + sigma * torch.randn(x.shape, generator=generator, dtype=x.dtype).to(x.device)
+    return x
+
+
 @torch.no_grad()
 def sample_ddim(
     model: Callable[..., torch.Tensor],
@@ -196,20 +230,11 @@ def sample_ddim(
     x = _start(shape, generator, device, dtype, x_T)
     trajectory = [x.cpu()] if return_trajectory else None
     ts = ddim_timesteps(schedule.T, steps)
-    alpha_bar = schedule.alpha_bar
     for i, t in enumerate(tqdm(ts, desc="DDIM", disable=not progress, leave=False)):
+        t_prev = ts[i + 1] if i + 1 < len(ts) else -1
         tt = torch.full((x.shape[0],), t, dtype=torch.long, device=x.device)
         eps = guided_eps(model, x, tt, y, guidance)
-        x0_pred = predict_x0_from_eps(schedule, x, tt, eps)  # Eq. (15) of Ho et al.; Song's "predicted x0"
-        if clip_x0:
-            x0_pred = x0_pred.clamp(-1.0, 1.0)
-            eps = predict_eps_from_x0(schedule, x, tt, x0_pred)  # keep eps consistent with the clip
-        ab_t = alpha_bar[t].item()
-        ab_prev = alpha_bar[ts[i + 1]].item() if i + 1 < len(ts) else 1.0
-        sigma = eta * ((1 - ab_prev) / (1 - ab_t) * (1 - ab_t / ab_prev)) ** 0.5  # Song et al. Eq. (16)
-        x = ab_prev**0.5 * x0_pred + max(1 - ab_prev - sigma**2, 0.0) ** 0.5 * eps  # Eq. (12)
-        if sigma > 0:
-            x = x + sigma * torch.randn(x.shape, generator=generator, dtype=x.dtype).to(x.device)
+        x = ddim_step(schedule, x, eps, t, t_prev, eta, clip_x0, generator)
         if trajectory is not None:
             trajectory.append(x.cpu())
     return (x, trajectory) if return_trajectory else x

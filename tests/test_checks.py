@@ -9,7 +9,7 @@ from ddpm_lessons import checks
 from ddpm_lessons.checks import CheckFailed
 from ddpm_lessons.forward import q_posterior, q_sample
 from ddpm_lessons.losses import normal_kl
-from ddpm_lessons.unet import ResBlock, timestep_embedding
+from ddpm_lessons.unet import NO_LABEL, ResBlock, timestep_embedding
 
 
 def _passes(check, answer, capsys):
@@ -131,3 +131,89 @@ def test_res_block(capsys):
         checks.check_res_block(NoEmb)
     with pytest.raises(CheckFailed, match="same layer names"):
         checks.check_res_block(Renamed)
+
+
+# ---- lessons 04-06 ------------------------------------------------------------------------------
+def _training_loss(model, s, x0, generator, *, t_low=0, t_high=None, forward="eps4", target="eps"):
+    t_high = s.T if t_high is None else t_high
+    t = torch.randint(t_low, t_high, (x0.shape[0],), generator=generator)
+    eps = torch.randn(x0.shape, generator=generator)
+    ab = s.alpha_bar[t.clamp(max=s.T - 1)].float().view(-1, 1, 1, 1)
+    xt = {
+        "eps4": ab.sqrt() * x0 + (1 - ab).sqrt() * eps,
+        "variance": ab * x0 + (1 - ab) * eps,
+        "plain": x0 + eps,
+    }[forward]
+    pred = model(xt, t)
+    return torch.nn.functional.mse_loss(pred, {"eps": eps, "x0": x0}[target])
+
+
+def test_training_loss(capsys):
+    _passes(checks.check_training_loss, _training_loss, capsys)
+    with pytest.raises(CheckFailed, match="Off by one"):
+        checks.check_training_loss(lambda m, s, x0, g: _training_loss(m, s, x0, g, t_low=1, t_high=s.T + 1))
+    with pytest.raises(CheckFailed, match="Variance where"):
+        checks.check_training_loss(lambda m, s, x0, g: _training_loss(m, s, x0, g, forward="variance"))
+    with pytest.raises(CheckFailed, match="not just x0 \\+ eps"):
+        checks.check_training_loss(lambda m, s, x0, g: _training_loss(m, s, x0, g, forward="plain"))
+    with pytest.raises(CheckFailed, match="target is the noise"):
+        checks.check_training_loss(lambda m, s, x0, g: _training_loss(m, s, x0, g, target="x0"))
+    with pytest.raises(CheckFailed, match="no gradient"):
+        checks.check_training_loss(lambda m, s, x0, g: _training_loss(m, s, x0, g).detach())
+    with pytest.raises(CheckFailed, match="uniform"):
+        checks.check_training_loss(lambda m, s, x0, g: _training_loss(m, s, x0, g, t_low=500, t_high=501))
+
+
+def _p_sample(model, s, xt, t, generator, *, noise_at_end=False, std="beta", off=0):
+    i = t - off
+    beta, alpha, ab = (float(v[i]) for v in (s.betas, s.alphas, s.alpha_bar))
+    eps = model(xt, torch.full((xt.shape[0],), t))
+    mean = (xt - beta / math.sqrt(1 - ab) * eps) / math.sqrt(alpha)  # Eq. (11)
+    if t == 0 and not noise_at_end:
+        return mean
+    z = torch.randn(xt.shape, generator=generator)
+    sigma = {"beta": math.sqrt(beta), "variance": beta, "beta_tilde": math.sqrt(float(s.beta_tilde[i]))}[std]
+    return mean + sigma * z
+
+
+def test_p_sample(capsys):
+    _passes(checks.check_p_sample, _p_sample, capsys)
+    with pytest.raises(CheckFailed, match="Noise was added at the last step"):
+        checks.check_p_sample(lambda *a: _p_sample(*a, noise_at_end=True))
+    with pytest.raises(CheckFailed, match="Variance where"):
+        checks.check_p_sample(lambda *a: _p_sample(*a, std="variance"))
+    with pytest.raises(CheckFailed, match="beta_tilde"):
+        checks.check_p_sample(lambda *a: _p_sample(*a, std="beta_tilde"))
+    with pytest.raises(CheckFailed, match="Off by one"):
+        checks.check_p_sample(lambda m, s, xt, t, g: _p_sample(m, s, xt, t, g, off=1 if t > 0 else 0))
+
+
+def _ddim_step(s, xt, eps, t, t_prev, *, python_index=False, ddpm_habit=False):
+    ab = float(s.alpha_bar[t])
+    prev = t - 1 if ddpm_habit else t_prev
+    ab_prev = float(s.alpha_bar[prev]) if (prev >= 0 or python_index) else 1.0
+    x0_pred = (xt - math.sqrt(1 - ab) * eps) / math.sqrt(ab)  # Eq. (15)
+    return math.sqrt(ab_prev) * x0_pred + math.sqrt(1 - ab_prev) * eps  # Song et al. Eq. (12), sigma = 0
+
+
+def test_ddim_step(capsys):
+    _passes(checks.check_ddim_step, _ddim_step, capsys)
+    with pytest.raises(CheckFailed, match="alpha_bar\\[-1\\] is the LAST entry"):
+        checks.check_ddim_step(lambda *a: _ddim_step(*a, python_index=True))
+    with pytest.raises(CheckFailed, match="not alpha_bar\\[t - 1\\]"):
+        checks.check_ddim_step(lambda *a: _ddim_step(*a, ddpm_habit=True))
+
+
+def _guided(model, xt, t, y, w, *, uncond_label=NO_LABEL, convention="ho"):
+    cond, uncond = model(xt, t, y), model(xt, t, torch.full_like(y, uncond_label) if uncond_label is not None else y)
+    if convention == "gamma":
+        return w * cond + (1 - w) * uncond
+    return (1 + w) * cond - w * uncond
+
+
+def test_guided_eps(capsys):
+    _passes(checks.check_guided_eps, _guided, capsys)
+    with pytest.raises(CheckFailed, match="Both passes used the labels"):
+        checks.check_guided_eps(lambda *a: _guided(*a, uncond_label=None))
+    with pytest.raises(CheckFailed, match="other convention"):
+        checks.check_guided_eps(lambda *a: _guided(*a, convention="gamma"))

@@ -9,6 +9,7 @@ from ddpm_lessons.data import load_mnist, to_uint8
 from ddpm_lessons.metrics import (
     CLASSIFIER_PATH,
     conditional_accuracy,
+    diversity,
     evaluate_samples,
     frechet_distance,
     load_classifier,
@@ -54,7 +55,19 @@ def test_evaluate_real_digits_sits_at_the_floor_and_noise_far_above():
     real = evaluate_samples(to_uint8(x[-500:, 0]), y[-500:], seed=1)
     assert real["n"] == 500 and real["conditional_accuracy"] > 0.97
     assert 0.5 < real["frechet_ratio"] < 2.0
+    assert 0.8 < real["diversity"] / real["diversity_real"] < 1.25  # two sets of real digits spread alike
     noise = evaluate_samples(torch.rand(500, 1, 28, 28) * 2 - 1)
     assert noise["frechet_ratio"] > 20 and "conditional_accuracy" not in noise
     with pytest.raises(ValueError, match=r"\(N, 1, 28, 28\)"):
         evaluate_samples(torch.zeros(4, 3, 28, 28))
+
+
+def test_diversity_is_the_mean_within_class_distance():
+    feats = torch.tensor([[0.0, 0.0], [3.0, 4.0], [10.0, 10.0], [10.0, 10.0]])
+    # class 0: one pair at distance 5; class 1: two identical samples (a collapse) at distance 0
+    assert diversity(feats, torch.tensor([0, 0, 1, 1])) == pytest.approx(2.5)
+    three = torch.tensor([[0.0], [1.0], [3.0]])  # pairs at 1, 3, 2 -> mean 2
+    assert diversity(three) == pytest.approx(2.0)
+    assert diversity(2 * three) == pytest.approx(4.0)
+    with pytest.raises(ValueError, match="at least two"):
+        diversity(three, torch.tensor([0, 1, 2]))

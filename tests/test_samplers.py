@@ -139,3 +139,16 @@ def test_ddim_timesteps():
     assert ts[0] == 999 and ts[-1] == 0 and len(ts) == 10
     with pytest.raises(ValueError, match="steps"):
         ddim_timesteps(100, 0)
+
+
+def test_ddim_step_to_the_end_returns_the_predicted_x0_and_refuses_to_go_forwards():
+    from ddpm_lessons.forward import predict_x0_from_eps
+    from ddpm_lessons.samplers import ddim_step
+
+    s = NoiseSchedule.make("linear", 1000)
+    g = torch.Generator().manual_seed(0)
+    xt, eps = torch.randn(2, 1, 3, 3, generator=g), torch.randn(2, 1, 3, 3, generator=g)
+    expected = predict_x0_from_eps(s, xt, torch.tensor([40, 40]), eps)  # alpha_bar after the last step is 1
+    assert torch.allclose(ddim_step(s, xt, eps, 40, -1, clip_x0=False), expected)
+    with pytest.raises(ValueError, match="t_prev < t"):
+        ddim_step(s, xt, eps, 40, 40)

@@ -1,0 +1,35 @@
+"""Checks for the lessons' exercises: run the learner's function on fixed inputs, compare it with the
+package, and when it is wrong, say which usual mistake it looks like.
+
+Each ``check_*`` prints one deterministic line starting with "PASS" (what nbval compares) or raises
+:class:`CheckFailed` with a hint. The hints come from computing the known-wrong variants (a variance
+where the standard deviation belongs, an off-by-one in t, swapped halves, ...) and seeing which
+one the learner's output matches. ``foundations`` holds lessons 00-03, ``sampling`` lessons 04-06.
+"""
+
+from ddpm_lessons.checks.core import CheckFailed
+from ddpm_lessons.checks.foundations import (
+    check_alpha_bar,
+    check_normal_kl,
+    check_posterior,
+    check_q_sample,
+    check_res_block,
+    check_scaling,
+    check_timestep_embedding,
+)
+from ddpm_lessons.checks.sampling import check_ddim_step, check_guided_eps, check_p_sample, check_training_loss
+
+__all__ = [
+    "CheckFailed",
+    "check_alpha_bar",
+    "check_ddim_step",
+    "check_guided_eps",
+    "check_normal_kl",
+    "check_p_sample",
+    "check_posterior",
+    "check_q_sample",
+    "check_res_block",
+    "check_scaling",
+    "check_timestep_embedding",
+    "check_training_loss",
+]

@@ -1,0 +1,219 @@
+"""Checks for lessons 04-06: the training loss (Algorithm 1), one reverse step (Algorithm 2), the DDIM
+update, and classifier-free guidance. The models here are small stand-ins with known outputs, so a
+check runs in milliseconds and needs no trained network.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import nn
+
+from ddpm_lessons.checks.core import CheckFailed, _judge, _pass
+from ddpm_lessons.samplers import ddim_step, guided_eps, p_sample
+from ddpm_lessons.schedules import NoiseSchedule
+from ddpm_lessons.unet import NO_LABEL
+
+
+class _Probe(nn.Module):
+    """eps_theta(x_t, t) = scale * x_t, recording what it was called with."""
+
+    def __init__(self):
+        super().__init__()
+        self.scale = nn.Parameter(torch.tensor(0.5))
+        self.calls: list[tuple[torch.Tensor, torch.Tensor]] = []
+
+    def forward(self, xt, t, y=None):
+        self.calls.append((xt.detach().clone(), torch.as_tensor(t).detach().clone()))
+        return self.scale * xt
+
+
+def _toy_eps(xt: torch.Tensor, t: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+    """A deterministic stand-in for eps_theta that depends on x_t, t and the label."""
+    t = torch.as_tensor(t).view(-1, 1, 1, 1).to(xt.dtype)
+    out = 0.6 * torch.tanh(xt) + 0.2 * torch.cos(t / 100.0)
+    if y is not None:
+        y = torch.as_tensor(y).view(-1, 1, 1, 1).to(xt.dtype)
+        out = out + torch.where(y == NO_LABEL, -0.3, 0.1 * (y + 1))
+    return out
+
+
+def _standard(eps: torch.Tensor, x0: torch.Tensor) -> bool:
+    """Does eps look like N(0, I) noise drawn independently of x0? (16k values: 5-sigma margins.)"""
+    corr = torch.corrcoef(torch.stack([eps.flatten(), x0.flatten()]))[0, 1]
+    return abs(eps.mean().item()) < 0.05 and abs(eps.std().item() - 1) < 0.05 and abs(corr.item()) < 0.05
+
+
+# ---- lesson 04 ---------------------------------------------------------------------------------
+def check_training_loss(fn: Callable[..., torch.Tensor]) -> None:
+    """fn(model, schedule, x0, generator) -> the L_simple loss of Algorithm 1 on one batch (a scalar tensor)."""
+    s = NoiseSchedule.make("linear", 1000)
+    x0 = torch.rand(4096, 1, 2, 2, generator=torch.Generator().manual_seed(4)) * 2 - 1
+    model = _Probe()
+    loss = fn(model, s, x0.clone(), torch.Generator().manual_seed(5))
+    if not isinstance(loss, torch.Tensor) or loss.numel() != 1:
+        raise CheckFailed(f"training loss: return one number as a tensor (got {type(loss).__name__}).")
+    if not loss.requires_grad:
+        raise CheckFailed(
+            "training loss: the loss has no gradient. Return the tensor (not .item()) and do not "
+            "compute it under torch.no_grad(), so that loss.backward() reaches the weights."
+        )
+    if len(model.calls) != 1:
+        raise CheckFailed(
+            f"training loss: call the model once on the whole batch (it was called {len(model.calls)} times)."
+        )
+    xt, t = model.calls[0]
+    if xt.shape != x0.shape:
+        raise CheckFailed(f"training loss: the model got x_t of shape {tuple(xt.shape)}, expected {tuple(x0.shape)}.")
+    if t.shape != (len(x0),) or t.is_floating_point():
+        raise CheckFailed(
+            f"training loss: t must be integers of shape (B,) = ({len(x0)},), one timestep per image; "
+            f"got {t.dtype} of shape {tuple(t.shape)}."
+        )
+    if int(t.min()) < 0 or int(t.max()) >= s.T:
+        raise CheckFailed(
+            f"training loss: t ran from {int(t.min())} to {int(t.max())}. Off by one: the paper's "
+            f"t = 1..T is 0..T-1 in code, so draw torch.randint(0, T, (B,), generator=generator)."
+        )
+    if len(t.unique()) < 500 or int(t.min()) > 20 or int(t.max()) < s.T - 20:
+        raise CheckFailed(
+            "training loss: t does not look uniform over 0..T-1 (Algorithm 1, line 3). Draw one t per "
+            "image with torch.randint(0, T, (B,), generator=generator)."
+        )
+    ab = s.alpha_bar[t].float().view(-1, 1, 1, 1)
+    a = s.alphas[t].float().view(-1, 1, 1, 1)
+    eps = (xt - ab.sqrt() * x0) / (1 - ab).sqrt()  # the noise Eq. (4) must have used
+    if not _standard(eps, x0):
+        hypotheses = {
+            "Variance where the standard deviation belongs: x_t = sqrt(alpha_bar) x0 + sqrt(1 - alpha_bar) eps.": (
+                (xt - ab * x0) / (1 - ab)
+            ),
+            "Use alpha_bar_t (the product up to t), not alpha_t, in Eq. (4).": (xt - a.sqrt() * x0) / (1 - a).sqrt(),
+            "x_t is not just x0 + eps: scale them by sqrt(alpha_bar_t) and sqrt(1 - alpha_bar_t) (Eq. 4).": xt - x0,
+        }
+        for hint, implied in hypotheses.items():
+            if _standard(implied, x0):
+                raise CheckFailed(f"training loss: not yet. {hint}")
+        raise CheckFailed(
+            "training loss: x_t is not sqrt(alpha_bar_t) x0 + sqrt(1 - alpha_bar_t) eps with "
+            "eps = torch.randn(x0.shape, generator=generator) (Algorithm 1, lines 4-5)."
+        )
+    pred = 0.5 * xt
+    expected = ((pred - eps) ** 2).mean()
+    got = loss.detach().reshape(())
+    if torch.allclose(got, expected, rtol=1e-3):
+        _pass("training loss: t uniform over 0..T-1, x_t from Eq. (4), loss = mean ||eps - eps_theta||^2")
+        return
+    if torch.allclose(got, ((pred - x0) ** 2).mean(), rtol=1e-3):
+        raise CheckFailed("training loss: not yet. The target is the noise eps you drew, not x0 (Eq. 14).")
+    if torch.allclose(got, ((pred - eps) ** 2).sum(), rtol=1e-3):
+        raise CheckFailed("training loss: not yet. Take the mean of the squared error, not the sum.")
+    raise CheckFailed(
+        f"training loss: got {got.item():.4f}, expected {expected.item():.4f}. The loss is "
+        "F.mse_loss(model(x_t, t), eps) (Algorithm 1, line 5)."
+    )
+
+
+def check_p_sample(fn: Callable[..., torch.Tensor]) -> None:
+    """fn(model, schedule, xt, t, generator) -> x_{t-1}: one step of Algorithm 2 with sigma_t^2 = beta_t."""
+    s = NoiseSchedule.make("linear", 1000)
+    xt = torch.randn(3, 1, 4, 4, generator=torch.Generator().manual_seed(6))
+    for t in (500, 1, 0):
+        expected = p_sample(_toy_eps, s, xt, t, clip_x0=False, generator=torch.Generator().manual_seed(7))
+        got = fn(_toy_eps, s, xt.clone(), t, torch.Generator().manual_seed(7))
+        z = torch.randn(xt.shape, generator=torch.Generator().manual_seed(7))
+        eps = _toy_eps(xt, torch.full((3,), t))
+        beta, alpha, ab = (float(v[t]) for v in (s.betas, s.alphas, s.alpha_bar))
+        mean = (xt - beta / (1 - ab) ** 0.5 * eps) / alpha**0.5
+        noise = beta**0.5 * z if t > 0 else 0.0  # what a correct step adds
+        mistakes = {
+            "The eps coefficient is beta_t / sqrt(1 - alpha_bar_t): a square root, not 1 - alpha_bar_t.": (
+                (xt - beta / (1 - ab) * eps) / alpha**0.5 + noise
+            ),
+            "Divide by sqrt(alpha_t), one step's alpha, not by sqrt(alpha_bar_t).": (
+                (xt - beta / (1 - ab) ** 0.5 * eps) / ab**0.5 + noise
+            ),
+            "The bracket is divided by sqrt(alpha_t): x_{t-1} = (x_t - coef eps) / sqrt(alpha_t) + sigma_t z.": (
+                xt - beta / (1 - ab) ** 0.5 * eps + noise
+            ),
+        }
+        if t == 0:
+            mistakes[
+                "Noise was added at the last step. Algorithm 2, line 3: z = 0 when t = 1 (t = 0 here), so the "
+                "last step returns the mean."
+            ] = mean + beta**0.5 * z
+        else:
+            mistakes[
+                "Variance where the standard deviation belongs: the noise is sigma_t z, sigma_t = sqrt(beta_t)."
+            ] = mean + beta * z
+            mistakes[
+                "That is sigma_t^2 = beta_tilde_t. Both are in the paper (section 3.2); this exercise uses "
+                "sigma_t^2 = beta_t."
+            ] = mean + float(s.beta_tilde[t]) ** 0.5 * z
+            b1, a1, ab1 = (float(v[t - 1]) for v in (s.betas, s.alphas, s.alpha_bar))
+            mistakes["Off by one in t: index the schedule with t itself (timesteps are 0-indexed here)."] = (
+                xt - b1 / (1 - ab1) ** 0.5 * eps
+            ) / a1**0.5 + b1**0.5 * z
+        _judge(f"p_sample (t={t})", got, expected, mistakes, "Algorithm 2, line 4.")
+    _pass("p_sample: matches Algorithm 2 at t = 500, 1 and 0 (no noise at the last step)")
+
+
+# ---- lesson 05 ---------------------------------------------------------------------------------
+def check_ddim_step(fn: Callable[..., torch.Tensor]) -> None:
+    """fn(schedule, xt, eps, t, t_prev) -> x_{t_prev}: the deterministic DDIM update (eta = 0)."""
+    s = NoiseSchedule.make("linear", 1000)
+    g = torch.Generator().manual_seed(8)
+    xt, eps = torch.randn(3, 1, 4, 4, generator=g), torch.randn(3, 1, 4, 4, generator=g)
+    for t, t_prev in ((999, 979), (500, 250), (20, -1)):
+        expected = ddim_step(s, xt, eps, t, t_prev, eta=0.0, clip_x0=False)
+        ab = float(s.alpha_bar[t])
+        ab_prev = float(s.alpha_bar[t_prev]) if t_prev >= 0 else 1.0
+        x0_pred = (xt - (1 - ab) ** 0.5 * eps) / ab**0.5
+        mistakes = {
+            "Variance where the standard deviation belongs: sqrt(alpha_bar_prev) x0_pred + sqrt(1 - alpha_bar_prev) "
+            "eps.": ab_prev * x0_pred + (1 - ab_prev) * eps,
+            "x0_pred is (x_t - sqrt(1 - alpha_bar_t) eps) / sqrt(alpha_bar_t): divide by sqrt(alpha_bar_t).": (
+                ab_prev**0.5 * (xt - (1 - ab) ** 0.5 * eps) + (1 - ab_prev) ** 0.5 * eps
+            ),
+        }
+        if t_prev >= 0:
+            ab_m1 = float(s.alpha_bar[t - 1])
+            mistakes["DDIM jumps from t to t_prev: use alpha_bar[t_prev], not alpha_bar[t - 1]."] = (
+                ab_m1**0.5 * x0_pred + (1 - ab_m1) ** 0.5 * eps
+            )
+        else:
+            last = float(s.alpha_bar[-1])
+            mistakes[
+                "t_prev = -1 means 'after the last step', where alpha_bar is 1; in Python alpha_bar[-1] is the "
+                "LAST entry (t = T-1). Use 1.0 when t_prev < 0."
+            ] = last**0.5 * x0_pred + (1 - last) ** 0.5 * eps
+        got = fn(s, xt.clone(), eps.clone(), t, t_prev)
+        _judge(f"ddim step (t={t} -> {t_prev})", got, expected, mistakes, "Song et al. Eq. (12) with sigma = 0.")
+    _pass("ddim step: matches Eq. (12) of Song et al. for 999 -> 979, 500 -> 250 and 20 -> the end")
+
+
+# ---- lesson 06 ---------------------------------------------------------------------------------
+def check_guided_eps(fn: Callable[..., torch.Tensor]) -> None:
+    """fn(model, xt, t, y, w) -> (1 + w) eps_theta(x_t, t, y) - w eps_theta(x_t, t, no label)."""
+    g = torch.Generator().manual_seed(9)
+    xt, t, y = torch.randn(4, 1, 3, 3, generator=g), torch.tensor([999, 500, 10, 0]), torch.tensor([0, 3, 7, 9])
+    cond, uncond = _toy_eps(xt, t, y), _toy_eps(xt, t, torch.full_like(y, NO_LABEL))
+    for w in (0.0, 1.5, 4.0):
+        expected = guided_eps(_toy_eps, xt, t, y, w)
+        mistakes = {
+            "Both passes used the labels: the unconditional pass gives every image the 'no label' id NO_LABEL (-1).": (
+                cond
+            ),
+            "That is the other convention, w eps_cond + (1 - w) eps_uncond; this course follows Ho & Salimans 2022: "
+            "(1 + w) eps_cond - w eps_uncond.": w * cond + (1 - w) * uncond,
+            "The weights are on the wrong predictions: (1 + w) multiplies the conditional one.": (
+                (1 + w) * uncond - w * cond
+            ),
+            "Guidance pushes away from the unconditional prediction: eps_cond + w (eps_cond - eps_uncond).": (
+                (1 - w) * cond + w * uncond
+            ),
+        }
+        got = fn(_toy_eps, xt.clone(), t.clone(), y.clone(), w)
+        _judge(f"guided eps (w={w})", got, expected, mistakes, "eps = (1 + w) eps_cond - w eps_uncond.")
+    _pass("guided eps: matches Ho & Salimans' (1 + w) eps_cond - w eps_uncond for w = 0, 1.5 and 4")
