@@ -22,8 +22,12 @@ from pathlib import Path
 import torch
 
 from ddpm_lessons import __version__
+from ddpm_lessons.data import REPO_DATA
 from ddpm_lessons.schedules import NoiseSchedule
 from ddpm_lessons.unet import UNet, UNetConfig
+
+PRETRAINED_DIR = REPO_DATA / "checkpoints"
+PRETRAINED_MNIST = PRETRAINED_DIR / "mnist_conditional.safetensors"  # see data/checkpoints/README.md
 
 
 @dataclass
@@ -164,3 +168,14 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[UN
         )
     schedule = ScheduleConfig(**record["schedule"]).build()
     return model.to(device).eval(), schedule, record
+
+
+def load_pretrained(device: str | torch.device = "cpu") -> tuple[UNet, NoiseSchedule, dict]:
+    """The class-conditional MNIST model that ships with the course (data/checkpoints/README.md says how it
+    was trained and how good it is). Returns (model in eval mode, schedule, config record)."""
+    if not PRETRAINED_MNIST.exists():
+        raise FileNotFoundError(
+            f"the pretrained model {PRETRAINED_MNIST} is missing; it comes with a git clone of the course "
+            "(git lfs is not needed). Re-clone, or train one: see data/checkpoints/README.md"
+        )
+    return load_model(PRETRAINED_MNIST, device)

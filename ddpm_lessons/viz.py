@@ -58,3 +58,37 @@ def notebook_style(dpi: int = 72) -> None:
     import matplotlib.pyplot as plt
 
     plt.rcParams.update({"figure.dpi": dpi, "figure.figsize": (6, 3.2), "axes.grid": False, "font.size": 10})
+
+
+class LossPlot:
+    """A loss curve that redraws in place in a notebook while training runs: ``plot.update(step, loss)``."""
+
+    def __init__(self, title: str = "training loss", every: int = 10, smooth: int = 20):
+        import matplotlib.pyplot as plt
+        from IPython.display import display
+
+        self.steps: list[int] = []
+        self.losses: list[float] = []
+        self.every, self.smooth = every, smooth
+        self.fig, self.ax = plt.subplots(figsize=(6, 3))
+        self.ax.set(xlabel="training step", ylabel="L_simple (Eq. 14)", title=title, yscale="log")
+        self.ax.grid(alpha=0.3)
+        plt.close(self.fig)  # shown through the display handle only, not again at the cell's end
+        self.handle = display(self.fig, display_id=True)
+
+    def update(self, step: int, loss: float, force: bool = False) -> None:
+        self.steps.append(step)
+        self.losses.append(loss)
+        if force or len(self.steps) % self.every == 0:
+            self.draw()
+
+    def draw(self) -> None:
+        for line in list(self.ax.lines):
+            line.remove()
+        self.ax.plot(self.steps, self.losses, color="0.7", lw=0.8, label="per step")
+        k = min(self.smooth, len(self.losses))
+        if k > 1:
+            smoothed = np.convolve(self.losses, np.ones(k) / k, mode="valid")
+            self.ax.plot(self.steps[k - 1 :], smoothed, color="C0", lw=2, label=f"mean of {k}")
+        self.ax.legend(loc="upper right")
+        self.handle.update(self.fig)

@@ -25,7 +25,42 @@ from ddpm_lessons.viz import image_grid
 STATIC_ENV = "DDPM_WIDGETS"
 
 
-class ForwardDiffusionExplorer:
+class BlittedFigure:
+    """A matplotlib Agg figure whose ``animated`` artists are redrawn over a cached background (blitting)
+    and sent to the browser as PNG bytes. Subclasses build ``fig``, ``canvas`` and ``animated``."""
+
+    fig = canvas = background = None
+    animated: list = []
+
+    def render(self) -> np.ndarray:
+        """Draw the figure and return its pixels, (H, W, 4) uint8."""
+        if self.background is None:
+            self.canvas.draw()  # everything but the animated artists
+            self.background = self.canvas.copy_from_bbox(self.fig.bbox)
+        self.canvas.restore_region(self.background)
+        for artist in self.animated:
+            self.fig.draw_artist(artist)
+        return np.asarray(self.canvas.buffer_rgba())
+
+    def png(self, compress_level: int = 1) -> bytes:
+        """The figure as PNG bytes; level 1 favours speed (slider moves), 9 size (a stored figure)."""
+        from PIL import Image
+
+        buf = io.BytesIO()
+        Image.fromarray(self.render()[:, :, :3]).save(buf, format="png", compress_level=compress_level)
+        return buf.getvalue()
+
+
+def show_static_or_widget(figure: BlittedFigure, static: bool | None) -> None:
+    """Display the live widget, or one PNG where DDPM_WIDGETS=static (nbval, nbconvert, the static site)."""
+    from IPython.display import Image, display
+
+    if static is None:
+        static = os.environ.get(STATIC_ENV, "").lower() == "static"
+    display(Image(figure.png(compress_level=9)) if static else figure.build_widget())
+
+
+class ForwardDiffusionExplorer(BlittedFigure):
     """State and drawing of the explorer; ``widget`` is the ipywidgets box to display."""
 
     def __init__(self, images: torch.Tensor, n_images: int = 6, T: int = 1000, seed: int = 0, font_size: int = 10):
@@ -112,24 +147,6 @@ class ForwardDiffusionExplorer:
         detail = "" if self.kind == "cosine" else f", beta_T = {self.beta_end:.3f}"
         self.title.set_text(f"x_t at t = {self.t} ({self.kind}{detail}): alpha_bar_t = {ab:.4f}")
 
-    def render(self) -> np.ndarray:
-        """Draw the figure and return its pixels, (H, W, 4) uint8."""
-        if self.background is None:
-            self.canvas.draw()  # everything but the animated artists
-            self.background = self.canvas.copy_from_bbox(self.fig.bbox)
-        self.canvas.restore_region(self.background)
-        for artist in self.animated:
-            self.fig.draw_artist(artist)
-        return np.asarray(self.canvas.buffer_rgba())
-
-    def png(self, compress_level: int = 1) -> bytes:
-        """The figure as PNG bytes; level 1 favours speed (slider moves), 9 size (a stored figure)."""
-        from PIL import Image
-
-        buf = io.BytesIO()
-        Image.fromarray(self.render()[:, :, :3]).save(buf, format="png", compress_level=compress_level)
-        return buf.getvalue()
-
     def redraw_ms(self, moves: int = 20) -> float:
         """Median milliseconds for one slider move (update + PNG), measured here."""
         times = []
@@ -170,19 +187,18 @@ class ForwardDiffusionExplorer:
         return self.widget
 
 
-def forward_diffusion_explorer(images: torch.Tensor, n_images: int = 6, T: int = 1000, static: bool | None = None):
+def forward_diffusion_explorer(
+    images: torch.Tensor, n_images: int = 6, T: int = 1000, static: bool | None = None, font_size: int = 10
+):
     """Display sliders for t, the schedule and the final beta over x_t of a few digits.
 
     Args:
         images: (N, C, H, W) in [-1, 1]; the first ``n_images`` are shown.
         static: draw one figure instead of widgets; default: DDPM_WIDGETS=static in the environment.
+        font_size: of the figure's labels (the instructor demo uses larger ones).
     Returns:
         the :class:`ForwardDiffusionExplorer` (its ``update`` and ``redraw_ms`` work without a browser).
     """
-    from IPython.display import Image, display
-
-    explorer = ForwardDiffusionExplorer(images, n_images=n_images, T=T)
-    if static is None:
-        static = os.environ.get(STATIC_ENV, "").lower() == "static"
-    display(Image(explorer.png(compress_level=9)) if static else explorer.build_widget())
+    explorer = ForwardDiffusionExplorer(images, n_images=n_images, T=T, font_size=font_size)
+    show_static_or_widget(explorer, static)
     return explorer
