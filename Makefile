@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed-stamp
 # CI and the tests run the FAST profile with no network access; widgets draw one static figure.
 TEST_ENV := DDPM_FAST=1 DDPM_OFFLINE=1 DDPM_WIDGETS=static
 
-.PHONY: setup browser-deps test lint unit notebooks exercises lab site clean-venv
+.PHONY: setup browser-deps test lint unit notebooks exercises lab demo site clean-venv
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -43,6 +43,10 @@ test: lint unit notebooks
 
 lab: setup
 	$(BIN)/jupyter lab notebooks/
+
+# The instructor demo: forward-diffusion explorer and reverse-chain scrubber, code collapsed, offline.
+demo: setup
+	$(BIN)/jupyter lab demo/instructor_demo.ipynb
 
 # The course as static HTML under site/ (every lesson executed in FAST mode), index in course order.
 site: setup

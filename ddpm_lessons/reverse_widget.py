@@ -36,7 +36,7 @@ class ReverseChainScrubber(BlittedFigure):
         self.font_size = font_size
 
         self.fig = Figure(figsize=(11, 5.2), dpi=80)
-        self.fig.subplots_adjust(left=0.07, right=0.98, bottom=0.12, top=0.92, wspace=0.25, hspace=0.35)
+        self.fig.subplots_adjust(left=0.09, right=0.98, bottom=0.12, top=0.92, wspace=0.25, hspace=0.35)
         self.canvas = FigureCanvasAgg(self.fig)
         grid = self.fig.add_gridspec(2, 3)
         self.ax_xt = self.fig.add_subplot(grid[0, :2])
@@ -72,10 +72,11 @@ class ReverseChainScrubber(BlittedFigure):
         blank = image_grid(torch.zeros_like(self.x_T), nrow=len(self.x_T), pad=2)
         self.im_xt = self.ax_xt.imshow(blank, cmap="gray", vmin=0, vmax=255, interpolation="nearest")
         self.im_x0 = self.ax_x0.imshow(blank, cmap="gray", vmin=0, vmax=255, interpolation="nearest")
-        for ax, label in ((self.ax_xt, "x_t: the chain"), (self.ax_x0, "x0_hat: the model's guess of x_0")):
+        for ax, label in ((self.ax_xt, "x_t"), (self.ax_x0, "x0_hat")):
             ax.set_xticks([])
             ax.set_yticks([])
-            ax.set_ylabel(label, fontsize=fs)
+            ax.set_ylabel(label, fontsize=fs + 2, rotation=0, ha="right", va="center")
+        self.ax_x0.set_title("the model's guess of the final image (Eq. 15)", fontsize=fs)
         self.title = self.ax_xt.set_title("", fontsize=fs + 2)
         steps = np.arange(self.schedule.T)
         self.ax_snr.plot(steps, np.log10(self.schedule.snr.numpy()))
