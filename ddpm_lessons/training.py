@@ -28,6 +28,7 @@ from ddpm_lessons.checkpoints import (
     load_training_checkpoint,
     save_training_checkpoint,
 )
+from ddpm_lessons.distributed import init_from_env
 from ddpm_lessons.forward import check_x0, q_sample
 from ddpm_lessons.samplers import sample_ddim
 from ddpm_lessons.unet import NO_LABEL, UNet, UNetConfig
@@ -98,8 +99,14 @@ class Trainer:
         self.model_config, self.config = model_config, train_config
         self.schedule_config = schedule_config or ScheduleConfig()
         self.schedule = self.schedule_config.build()
-        self.out_dir, self.progress = Path(out_dir), progress
-        self.device = get_device(train_config.device)
+        self.world = init_from_env()  # one process, or one of torchrun's N (see distributed.py)
+        if train_config.batch_size % self.world.size:
+            raise ValueError(
+                f"batch_size {train_config.batch_size} must be a multiple of the {self.world.size} processes: "
+                "it is the global batch, split evenly between them"
+            )
+        self.out_dir, self.progress = Path(out_dir), progress and self.world.is_main
+        self.device = get_device(train_config.device or (self.world.device if self.world.size > 1 else None))
         self._set_data(images, labels)
 
         torch.manual_seed(train_config.seed)  # the initial weights and dropout
@@ -112,7 +119,12 @@ class Trainer:
         self.noise_gen = torch.Generator().manual_seed(train_config.seed + 2)  # t, eps, label dropout
         self.amp_dtype = self._amp_dtype()
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
-        self.forward = torch.compile(self.model) if train_config.compile else self.model
+        self.forward = self.model
+        if self.world.size > 1:  # averages the gradients over the processes during backward()
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.forward = torch.nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
+        if train_config.compile:
+            self.forward = torch.compile(self.forward)
         self.step, self.last_checkpoint_step, self.interrupted = 0, None, None
         if resume:
             self._resume()
@@ -171,6 +183,12 @@ class Trainer:
         self.last_checkpoint_step = self.step
         return path
 
+    def _checkpoint_on_main(self) -> None:
+        if self.world.is_main:
+            self.save_checkpoint()
+        self.last_checkpoint_step = self.step
+        self.world.barrier()  # nobody runs ahead of a checkpoint it might have to resume from
+
     def _resume(self) -> None:
         path = self.out_dir / "checkpoint.pt"
         state, record = load_training_checkpoint(path, map_location=self.device)
@@ -196,7 +214,8 @@ class Trainer:
 
     # ---- one step of Algorithm 1 ---------------------------------------------------------------
     def _batch(self) -> tuple[torch.Tensor, torch.Tensor | None]:
-        idx = torch.randint(len(self.images), (self.config.batch_size,), generator=self.data_gen)
+        # Every process draws the same global batch and keeps its slice (the whole batch in one process).
+        idx = self.world.shard(torch.randint(len(self.images), (self.config.batch_size,), generator=self.data_gen))
         if isinstance(self.images, torch.Tensor):
             x0 = self.images[idx.to(self.device)]
         else:
@@ -205,11 +224,11 @@ class Trainer:
         return x0, y  # Algorithm 1, line 2: x0 ~ q(x0)
 
     def _loss(self, x0: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
-        B = x0.shape[0]
-        t = torch.randint(0, self.schedule.T, (B,), generator=self.noise_gen).to(self.device)  # line 3
-        eps = torch.randn(x0.shape, generator=self.noise_gen).to(self.device)  # line 4
+        B, shard = self.config.batch_size, self.world.shard  # drawn for the global batch, sliced per process
+        t = shard(torch.randint(0, self.schedule.T, (B,), generator=self.noise_gen)).to(self.device)  # line 3
+        eps = shard(torch.randn((B, *x0.shape[1:]), generator=self.noise_gen)).to(self.device)  # line 4
         if y is not None and self.config.label_dropout > 0:
-            drop = torch.rand(B, generator=self.noise_gen).to(self.device) < self.config.label_dropout
+            drop = shard(torch.rand(B, generator=self.noise_gen)).to(self.device) < self.config.label_dropout
             y = torch.where(drop, torch.full_like(y, NO_LABEL), y)  # learn the unconditional model too
         xt = q_sample(self.schedule, x0, t, noise=eps)  # Eq. (4)
         with torch.autocast("cuda", dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
@@ -228,18 +247,19 @@ class Trainer:
         total = 0.0
         for _ in range(self.config.grad_accum):
             loss = self._loss(*self._batch())
-            if not torch.isfinite(loss):
+            value = self.world.mean(loss.item())  # the global batch's loss, the same on every process
+            if not math.isfinite(value):
                 kept = (
                     f"the last good checkpoint (step {self.last_checkpoint_step}) is kept in {self.out_dir}"
                     if self.last_checkpoint_step is not None
                     else "no checkpoint had been written yet"
                 )
                 raise TrainingDiverged(
-                    f"loss became {loss.item()} at step {self.step}; {kept}. "
+                    f"loss became {value} at step {self.step}; {kept}. "
                     "Lower the learning rate (--lr), keep gradient clipping on, and check the data is finite."
                 )
             self.scaler.scale(loss / self.config.grad_accum).backward()
-            total += loss.item() / self.config.grad_accum
+            total += value / self.config.grad_accum
         if self.config.grad_clip > 0:
             self.scaler.unscale_(self.optimizer)
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.grad_clip)
@@ -287,23 +307,25 @@ class Trainer:
         bar = tqdm(total=cfg.steps, initial=self.step, disable=not self.progress, desc="train", smoothing=0.1)
         window, t0, images_per_step = [], time.perf_counter(), cfg.batch_size * cfg.grad_accum
         try:
-            while self.step < cfg.steps and not self.interrupted:
+            while self.step < cfg.steps and not self.world.any(self.interrupted is not None):
                 window.append(self.train_step())
                 speed = len(window) * images_per_step / (time.perf_counter() - t0)
                 bar.update(1)
                 bar.set_postfix(loss=f"{window[-1]:.4f}", img_s=f"{speed:.0f}")
                 if self.step % cfg.log_every == 0 or self.step == cfg.steps:
-                    self._log(sum(window) / len(window), speed)
+                    if self.world.is_main:  # rank 0 alone writes files; every rank holds the same weights
+                        self._log(sum(window) / len(window), speed)
                     window, t0 = [], time.perf_counter()
-                if cfg.sample_every and self.step % cfg.sample_every == 0:
+                if cfg.sample_every and self.step % cfg.sample_every == 0 and self.world.is_main:
                     self.sample_grid(self.out_dir / "samples" / f"step_{self.step:06d}.png")
                 if self.step % cfg.checkpoint_every == 0 or self.step == cfg.steps:
-                    self.save_checkpoint()
-            if self.interrupted:
+                    self._checkpoint_on_main()
+            if self.step < cfg.steps:  # stopped early: a signal reached this process or another one
                 if self.last_checkpoint_step != self.step:
-                    self.save_checkpoint()
-                print(f"\n{self.interrupted}: checkpoint at step {self.step} written to {self.out_dir}; "
-                      "continue with resume=True (--resume)")  # fmt: skip
+                    self._checkpoint_on_main()
+                if self.world.is_main:
+                    print(f"\n{self.interrupted or 'stopped'}: checkpoint at step {self.step} written to "
+                          f"{self.out_dir}; continue with resume=True (--resume)")  # fmt: skip
         finally:
             bar.close()
             for sig, handler in handlers.items():
