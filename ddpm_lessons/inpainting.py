@@ -1,0 +1,77 @@
+"""Inpainting with an unconditional (or class-conditional) model and no retraining: RePaint
+(Lugmayr et al. 2022, Algorithm 1).
+
+At every reverse step the known pixels are replaced by the original, noised to the same level with
+Eq. (4) of Ho et al. 2020, and the unknown pixels take one step of Algorithm 2. Replacement alone
+does not let the two parts agree (the model never sees the known pixels' future noise), so RePaint
+*resamples*: it diffuses the merged x_{t-1} one step forward again (Eq. 2) and repeats the step,
+``resample`` times in all, giving the unknown region time to harmonise with the known one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from tqdm.auto import tqdm
+
+from ddpm_lessons.forward import check_x0
+from ddpm_lessons.samplers import p_sample
+from ddpm_lessons.schedules import NoiseSchedule
+
+
+def _randn(shape, generator, like: torch.Tensor) -> torch.Tensor:
+    return torch.randn(shape, generator=generator, dtype=like.dtype).to(like.device)
+
+
+@torch.no_grad()
+def repaint(
+    model: Callable[..., torch.Tensor],
+    schedule: NoiseSchedule,
+    x0: torch.Tensor,
+    mask: torch.Tensor,
+    resample: int = 1,
+    y: torch.Tensor | None = None,
+    guidance: float = 0.0,
+    clip_x0: bool = True,
+    generator: torch.Generator | None = None,
+    progress: bool = False,
+) -> torch.Tensor:
+    """Fill the pixels where ``mask`` is 0 so that they fit the pixels of ``x0`` where it is 1.
+
+    Args:
+        x0: (B, C, H, W) images in [-1, 1]; only the known pixels are read.
+        mask: 1 = known, 0 = to fill; any shape that broadcasts to x0 (e.g. (1, 1, H, W)).
+        resample: RePaint's U, the number of tries per step (1: plain replacement, T network calls;
+            U: about U * T calls).
+        y, guidance, clip_x0: class labels, classifier-free guidance weight, clipping, as in the samplers.
+        generator: a CPU torch.Generator; the same seed gives the same result.
+
+    Returns:
+        (B, C, H, W): x0 where mask = 1 (exactly), the model's completion elsewhere.
+    """
+    check_x0(x0, "repaint")
+    mask = torch.as_tensor(mask, dtype=x0.dtype, device=x0.device)
+    try:
+        mask = mask.expand_as(x0)
+    except RuntimeError as err:
+        raise ValueError(f"repaint: mask of shape {tuple(mask.shape)} does not broadcast to {tuple(x0.shape)}") from err
+    if not bool(((mask == 0) | (mask == 1)).all()):
+        raise ValueError("repaint: mask must hold only 0 (fill) and 1 (known)")
+    if resample < 1:
+        raise ValueError(f"repaint: resample must be >= 1, got {resample}")
+    x = _randn(x0.shape, generator, x0)  # x_T ~ N(0, I)
+    for t in tqdm(range(schedule.T - 1, -1, -1), desc="RePaint", disable=not progress, leave=False):
+        tries = resample if t > 0 else 1  # nothing to harmonise after the last step
+        for u in range(tries):
+            # Known pixels at the level of step t-1 (Eq. 4); at t = 0 the original itself.
+            ab_prev = float(schedule.alpha_bar_prev[t])
+            known = ab_prev**0.5 * x0 + (1 - ab_prev) ** 0.5 * _randn(x0.shape, generator, x0) if t > 0 else x0
+            unknown = p_sample(model, schedule, x, t, y, guidance, clip_x0, generator=generator)  # Algorithm 2
+            x_prev = mask * known + (1 - mask) * unknown
+            if u + 1 < tries:
+                beta = float(schedule.betas[t])  # back up one step: q(x_t | x_{t-1}), Eq. (2)
+                x = (1 - beta) ** 0.5 * x_prev + beta**0.5 * _randn(x0.shape, generator, x0)
+            else:
+                x = x_prev
+    return x

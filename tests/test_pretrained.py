@@ -1,0 +1,31 @@
+"""The model that ships in data/checkpoints/: its record, its size, and that it draws the digits asked for."""
+
+import json
+
+import torch
+
+from ddpm_lessons.checkpoints import PRETRAINED_DIR, PRETRAINED_MNIST, load_pretrained
+from ddpm_lessons.metrics import conditional_accuracy
+from ddpm_lessons.samplers import sample_ddim
+
+
+def test_record_and_size():
+    assert PRETRAINED_MNIST.stat().st_size <= 8 * 2**20  # the issue's budget: at most 8 MB
+    model, schedule, record = load_pretrained()
+    assert record == json.loads(PRETRAINED_MNIST.with_suffix(".json").read_text())  # metadata == the .json
+    assert record["model"]["num_classes"] == 10 and record["model"]["image_size"] == 28
+    assert record["schedule"] == {"kind": "linear", "T": 1000, "beta_start": 1e-4, "beta_end": 0.02}
+    assert record["train"]["label_dropout"] > 0  # it can also sample without labels (classifier-free guidance)
+    assert schedule.T == 1000 and not model.training
+    log = [json.loads(line) for line in (PRETRAINED_DIR / "train_log.jsonl").read_text().splitlines()]
+    assert log[-1]["step"] == record["step"]  # the shipped log is this model's run
+
+
+@torch.no_grad()
+def test_it_draws_the_digits_asked_for():
+    model, schedule, _ = load_pretrained()
+    y = torch.arange(20) % 10
+    x = sample_ddim(model, schedule, (20, 1, 28, 28), steps=20, y=y, guidance=1.0,
+                    generator=torch.Generator().manual_seed(0))  # fmt: skip
+    assert x.shape == (20, 1, 28, 28) and x.min() >= -1 and x.max() <= 1
+    assert conditional_accuracy(x, y) >= 0.8  # a broken loader draws noise: about 10%
