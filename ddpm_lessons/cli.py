@@ -16,6 +16,7 @@ import torch
 
 def cmd_doctor(args) -> int:
     from ddpm_lessons import __version__
+    from ddpm_lessons.checkpoints import PRETRAINED_MNIST
     from ddpm_lessons.data import BUNDLED_MNIST, DEBIAN_FASHION_MNIST
     from ddpm_lessons.metrics import CLASSIFIER_PATH
     from ddpm_lessons.utils import get_device, is_fast, is_offline
@@ -47,6 +48,11 @@ def cmd_doctor(args) -> int:
         CLASSIFIER_PATH.exists(),
         f"metrics classifier: {CLASSIFIER_PATH}",
         "python benchmarks/train_classifier.py",
+    )
+    line(
+        PRETRAINED_MNIST.exists(),
+        f"pretrained MNIST model (lessons 04-06, the demo): {PRETRAINED_MNIST}",
+        "it ships with the repository: install from a clone; data/checkpoints/README.md says how to retrain it",
     )
     full = (BUNDLED_MNIST.parent / "MNIST" / "raw" / "train-images-idx3-ubyte").exists()
     line(

@@ -196,7 +196,8 @@ def evaluate_samples(
     out: dict[str, float | int] = {"n": n, "reference": "bundled MNIST test split (2,000 digits)"}
     if labels is not None:
         out["conditional_accuracy"] = conditional_accuracy(images, labels, classifier)
-        out["diversity"] = diversity(feats, labels)  # within-class spread, with real digits' beside it
-        out["diversity_real"] = diversity(real_feats, y_train[real_idx])
+        if torch.as_tensor(labels).long().bincount().max() >= 2:  # a spread needs two samples of a class
+            out["diversity"] = diversity(feats, labels)  # within-class spread, with real digits' beside it
+            out["diversity_real"] = diversity(real_feats, y_train[real_idx])
     out.update(frechet_distance=fd, frechet_distance_real_vs_real=floor, frechet_ratio=fd / max(floor, 1e-12))
     return out
