@@ -95,8 +95,14 @@ class Trainer:
         schedule_config: ScheduleConfig | None = None,
         resume: bool = False,
         progress: bool = True,
+        condition=None,
     ):
         self.model_config, self.config = model_config, train_config
+        self.condition = condition  # x0 -> cond, for models with cond_channels (e.g. superres.sr_condition)
+        if bool(model_config.cond_channels) != (condition is not None):
+            raise ValueError(
+                "a model with cond_channels needs condition= (a function x0 -> cond image), and only such a model"
+            )
         self.schedule_config = schedule_config or ScheduleConfig()
         self.schedule = self.schedule_config.build()
         self.world = init_from_env()  # one process, or one of torchrun's N (see distributed.py)
@@ -232,7 +238,8 @@ class Trainer:
             y = torch.where(drop, torch.full_like(y, NO_LABEL), y)  # learn the unconditional model too
         xt = q_sample(self.schedule, x0, t, noise=eps)  # Eq. (4)
         with torch.autocast("cuda", dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
-            eps_theta = self.forward(xt, t, y)
+            cond = None if self.condition is None else self.condition(x0)  # e.g. SR3: the upsampled low-res x0
+            eps_theta = self.forward(xt, t, y, cond)
         return ((eps - eps_theta.float()) ** 2).mean()  # line 5: || eps - eps_theta ||^2 (Eq. 14)
 
     def lr_at(self, step: int) -> float:
@@ -271,15 +278,22 @@ class Trainer:
 
     # ---- the loop ---------------------------------------------------------------------------
     def sample_grid(self, path: Path | None = None, n: int = 20, seed: int = 0) -> torch.Tensor:
-        """DDIM samples from the EMA model (labels 0..K-1 in turn when conditional), saved as a PNG grid."""
+        """DDIM samples from the EMA model (labels 0..K-1 in turn when class-conditional; conditioned on the first
+        n training images when the model takes a condition image), saved as a PNG grid."""
         import torchvision.utils
 
         cfg = self.model_config
         y = torch.arange(n, device=self.device) % cfg.num_classes if cfg.num_classes else None
         shape = (n, cfg.in_channels, cfg.image_size, cfg.image_size)
         generator = torch.Generator().manual_seed(seed)
+        model = self.ema.model
+        if self.condition is not None:  # conditioned on the first n training images (e.g. their low-res copies)
+            first = self.images[:n] if isinstance(self.images, torch.Tensor) else torch.stack(
+                [self.images[i] for i in range(n)])  # fmt: skip
+            cond = self.condition(first.to(self.device))
+            model = lambda xt, t, y=None: self.ema.model(xt, t, y, cond=cond)  # noqa: E731
         x = sample_ddim(
-            self.ema.model,
+            model,
             self.schedule,
             shape,
             self.config.sample_steps,

@@ -82,4 +82,6 @@ def test_train_on_an_image_folder(tmp_path):
 def test_doctor_reports(capsys):
     code = main(["doctor"])
     out = capsys.readouterr().out
-    assert "Python" in out and "bundled MNIST sample" in out and "[ok  ] pretrained MNIST model" in out and code in (0, 1)
+    assert (
+        "Python" in out and "bundled MNIST sample" in out and "[ok  ] pretrained MNIST model" in out and code in (0, 1)
+    )
