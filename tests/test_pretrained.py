@@ -18,7 +18,8 @@ def test_record_and_size():
     assert record["train"]["label_dropout"] > 0  # it can also sample without labels (classifier-free guidance)
     assert schedule.T == 1000 and not model.training
     log = [json.loads(line) for line in (PRETRAINED_DIR / "train_log.jsonl").read_text().splitlines()]
-    assert log[-1]["step"] == record["step"]  # the shipped log is this model's run
+    # The shipped log is this model's run (it logs every 50 steps; the run was stopped at a step in between).
+    assert record["step"] - record["train"]["log_every"] < log[-1]["step"] <= record["step"]
 
 
 @torch.no_grad()
