@@ -31,6 +31,7 @@ from ddpm_lessons.checkpoints import (
 from ddpm_lessons.distributed import init_from_env
 from ddpm_lessons.forward import check_x0, q_sample
 from ddpm_lessons.samplers import sample_ddim
+from ddpm_lessons.superres import conditioned
 from ddpm_lessons.unet import NO_LABEL, UNet, UNetConfig
 from ddpm_lessons.utils import get_device
 
@@ -290,8 +291,7 @@ class Trainer:
         if self.condition is not None:  # conditioned on the first n training images (e.g. their low-res copies)
             first = self.images[:n] if isinstance(self.images, torch.Tensor) else torch.stack(
                 [self.images[i] for i in range(n)])  # fmt: skip
-            cond = self.condition(first.to(self.device))
-            model = lambda xt, t, y=None: self.ema.model(xt, t, y, cond=cond)  # noqa: E731
+            model = conditioned(model, self.condition(first.to(self.device)))
         x = sample_ddim(
             model,
             self.schedule,

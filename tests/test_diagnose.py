@@ -54,14 +54,12 @@ def test_each_sampling_mistake_is_named():
         "never takes the last step"
         in _by_name(check_sampling_loop(lambda *a: _loop(*a, last=1), S))["t off by one"].message
     )
-    too_high = _by_name(
-        check_sampling_loop(
-            lambda m, s, shape, g: (
-                _loop(m, s, shape, g, first=s.T - 1) + 0 * m(torch.zeros(shape), torch.full((shape[0],), s.T))
-            ),
-            S,
-        )
-    )
+
+    def calls_t_equal_T(model, s, shape, generator):  # the paper's t = T..1 used as code indices
+        model(torch.zeros(shape), torch.full((shape[0],), s.T))
+        return _loop(model, s, shape, generator)
+
+    too_high = _by_name(check_sampling_loop(calls_t_equal_T, S))
     assert "t up to 1000" in too_high["t off by one"].message
     assert not _by_name(check_sampling_loop(lambda *a: _loop(*a, grad=True), S))["no_grad"].ok
 
