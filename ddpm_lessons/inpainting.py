@@ -24,6 +24,23 @@ def _randn(shape, generator, like: torch.Tensor) -> torch.Tensor:
     return torch.randn(shape, generator=generator, dtype=like.dtype).to(like.device)
 
 
+def repaint_merge(
+    schedule: NoiseSchedule, x0: torch.Tensor, mask: torch.Tensor, unknown: torch.Tensor, t: int, noise: torch.Tensor
+) -> torch.Tensor:
+    """RePaint's step: x_{t-1} = m * x_{t-1}^known + (1 - m) * x_{t-1}^unknown (Lugmayr et al. 2022, Eq. 8).
+
+    The known pixels are the original noised to the level of step t-1 with Eq. (4) of Ho et al. 2020,
+    sqrt(alpha_bar_{t-1}) x0 + sqrt(1 - alpha_bar_{t-1}) noise; after the last step (t = 0) the original itself.
+    x0, unknown, noise: (B, C, H, W); mask: 1 = known, 0 = to fill, broadcast to x0.
+    """
+    if t == 0:
+        known = x0
+    else:
+        ab_prev = float(schedule.alpha_bar_prev[t])  # alpha_bar_{t-1}
+        known = ab_prev**0.5 * x0 + (1 - ab_prev) ** 0.5 * noise  # Eq. (4) at step t-1
+    return mask * known + (1 - mask) * unknown  # Lugmayr et al. Eq. (8)
+
+
 @torch.no_grad()
 def repaint(
     model: Callable[..., torch.Tensor],
@@ -64,11 +81,9 @@ def repaint(
     for t in tqdm(range(schedule.T - 1, -1, -1), desc="RePaint", disable=not progress, leave=False):
         tries = resample if t > 0 else 1  # nothing to harmonise after the last step
         for u in range(tries):
-            # Known pixels at the level of step t-1 (Eq. 4); at t = 0 the original itself.
-            ab_prev = float(schedule.alpha_bar_prev[t])
-            known = ab_prev**0.5 * x0 + (1 - ab_prev) ** 0.5 * _randn(x0.shape, generator, x0) if t > 0 else x0
+            noise = _randn(x0.shape, generator, x0)
             unknown = p_sample(model, schedule, x, t, y, guidance, clip_x0, generator=generator)  # Algorithm 2
-            x_prev = mask * known + (1 - mask) * unknown
+            x_prev = repaint_merge(schedule, x0, mask, unknown, t, noise)
             if u + 1 < tries:
                 beta = float(schedule.betas[t])  # back up one step: q(x_t | x_{t-1}), Eq. (2)
                 x = (1 - beta) ** 0.5 * x_prev + beta**0.5 * _randn(x0.shape, generator, x0)

@@ -238,3 +238,27 @@ def sample_ddim(
         if trajectory is not None:
             trajectory.append(x.cpu())
     return (x, trajectory) if return_trajectory else x
+
+
+def respace(
+    model: Callable[..., torch.Tensor], schedule: NoiseSchedule, steps: int
+) -> tuple[Callable[..., torch.Tensor], NoiseSchedule]:
+    """A shorter diffusion over ``steps`` of the T timesteps, for the same model (Nichol & Dhariwal 2021, Sec. 4).
+
+    Keep the timesteps S_0 < ... < S_{K-1} (those of :func:`ddim_timesteps`) and give the short chain
+    the betas that reproduce alpha_bar exactly there:
+
+        beta'_i = 1 - alpha_bar_{S_i} / alpha_bar_{S_{i-1}}   (alpha_bar_{S_{-1}} = 1)
+
+    Every sampler that walks a schedule step by step (``sample_ddpm``, ``inpainting.repaint``) then runs
+    K network calls instead of T. Returns the model with its t mapped from i to S_i, and the new schedule.
+    """
+    kept = torch.tensor(ddim_timesteps(schedule.T, steps)[::-1])  # (K,) increasing, S_0 = 0, S_{K-1} = T-1
+    alpha_bar = schedule.alpha_bar[kept]
+    betas = 1.0 - alpha_bar / torch.cat([torch.ones(1, dtype=torch.float64), alpha_bar[:-1]])
+
+    def respaced_model(xt: torch.Tensor, t: torch.Tensor, y: torch.Tensor | None = None, **kwargs) -> torch.Tensor:
+        original_t = kept.to(t.device)[t]  # i -> S_i, the timestep the network was trained on
+        return model(xt, original_t, **kwargs) if y is None else model(xt, original_t, y, **kwargs)
+
+    return respaced_model, NoiseSchedule.from_betas(betas, kind=f"{schedule.kind}, respaced to {len(kept)} steps")
