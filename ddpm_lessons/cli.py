@@ -90,6 +90,20 @@ def _load_training_data(args):
     return ds, None, args.channels, args.image_size
 
 
+def _super_resolution(low_size: int | None, image_size: int) -> dict:
+    """Trainer arguments for an SR3 model: the condition is the bicubic upsampling of a low_size copy."""
+    if not low_size:
+        return {}
+    if not 0 < low_size < image_size or image_size % low_size:
+        raise SystemExit(
+            f"--super-resolution {low_size}: the low resolution must divide the image size {image_size} and be "
+            f"smaller (for 28x28 digits: 7 or 14)"
+        )
+    from ddpm_lessons.superres import sr_condition
+
+    return {"condition": sr_condition(low_size), "condition_record": {"kind": "super_resolution", "low_size": low_size}}
+
+
 def cmd_train(args) -> int:
     from ddpm_lessons.checkpoints import ScheduleConfig
     from ddpm_lessons.training import TrainConfig, Trainer, TrainingDiverged
@@ -105,6 +119,7 @@ def cmd_train(args) -> int:
         attention_resolutions=tuple(args.attention),
         dropout=args.dropout,
         num_classes=10 if args.conditional else None,
+        cond_channels=channels if args.super_resolution else 0,
     )
     train_config = TrainConfig(
         steps=args.steps,
@@ -131,6 +146,7 @@ def cmd_train(args) -> int:
         schedule_config=schedule_config,
         resume=args.resume,
         progress=not args.no_progress,
+        **_super_resolution(args.super_resolution, size),
     )
     if trainer.step >= args.steps:
         print(f"{args.out} is already at step {trainer.step} >= --steps {args.steps}; raise --steps to train more")
@@ -172,6 +188,12 @@ def cmd_sample(args) -> int:
     device = get_device(args.device)
     model, schedule, record = load_model(args.checkpoint, device=device)
     cfg = model.config
+    if cfg.cond_channels:
+        raise SystemExit(
+            f"{args.checkpoint} is a model conditioned on an image ({record.get('condition', 'cond_channels')}); "
+            "`sample` draws from unconditioned models. Sample it in Python with superres.conditioned(model, "
+            "cond), as notebooks/07_inpainting_and_super_resolution.ipynb does."
+        )
     labels = _labels_for(args.labels, args.n, cfg.num_classes)
     generator = torch.Generator().manual_seed(args.seed)
     chunks = []
@@ -232,6 +254,12 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--flip", action="store_true", help="random horizontal flips (folder)")
     t.add_argument("--source", default="auto", choices=["auto", "bundled", "torchvision"], help="MNIST source")
     t.add_argument("--conditional", action="store_true", help="class-conditional with label dropout")
+    t.add_argument(
+        "--super-resolution",
+        type=int,
+        metavar="LOW",
+        help="an SR3 model: condition on the image downsampled to LOW x LOW and upsampled (e.g. 7 for 28x28)",
+    )
     t.add_argument("--steps", type=int, default=10_000)
     t.add_argument("--batch-size", type=int, default=128)
     t.add_argument("--grad-accum", type=int, default=1)

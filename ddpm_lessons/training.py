@@ -97,9 +97,11 @@ class Trainer:
         resume: bool = False,
         progress: bool = True,
         condition=None,
+        condition_record: dict | None = None,
     ):
         self.model_config, self.config = model_config, train_config
         self.condition = condition  # x0 -> cond, for models with cond_channels (e.g. superres.sr_condition)
+        self.condition_record = condition_record  # what the condition is, saved in the record: {"low_size": 7}
         if bool(model_config.cond_channels) != (condition is not None):
             raise ValueError(
                 "a model with cond_channels needs condition= (a function x0 -> cond image), and only such a model"
@@ -168,7 +170,8 @@ class Trainer:
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
 
     def _record(self) -> dict:
-        return config_record(self.model_config, self.schedule_config, self.step, train=asdict(self.config))
+        extra = {} if self.condition_record is None else {"condition": self.condition_record}
+        return config_record(self.model_config, self.schedule_config, self.step, train=asdict(self.config), **extra)
 
     # ---- checkpoints --------------------------------------------------------------------------
     def save_checkpoint(self) -> Path:

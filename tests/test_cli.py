@@ -85,3 +85,17 @@ def test_doctor_reports(capsys):
     assert (
         "Python" in out and "bundled MNIST sample" in out and "[ok  ] pretrained MNIST model" in out and code in (0, 1)
     )
+
+
+def test_train_a_super_resolution_model(tmp_path):
+    """--super-resolution 7: the model takes the upsampled 7x7 copy as an extra input channel, the record
+    says so, and `sample` (which has no image to condition on) refuses it with a pointer to the lesson."""
+    out = tmp_path / "sr"
+    assert main(["train", "--super-resolution", "7", "--steps", "2", "--out", str(out), *TINY_ARGS]) == 0
+    record = json.loads((out / "model.json").read_text())
+    assert record["model"]["cond_channels"] == 1
+    assert record["condition"] == {"kind": "super_resolution", "low_size": 7}
+    with pytest.raises(SystemExit, match="conditioned on an image"):
+        main(["sample", "--checkpoint", str(out / "model.safetensors"), "--out", str(tmp_path / "x.npz")])
+    with pytest.raises(SystemExit, match="must divide the image size 28"):
+        main(["train", "--super-resolution", "5", "--steps", "2", "--out", str(tmp_path / "bad"), *TINY_ARGS])
