@@ -28,6 +28,8 @@ from ddpm_lessons.unet import UNet, UNetConfig
 
 PRETRAINED_DIR = REPO_DATA / "checkpoints"
 PRETRAINED_MNIST = PRETRAINED_DIR / "mnist_conditional.safetensors"  # see data/checkpoints/README.md
+PRETRAINED_SR7 = PRETRAINED_DIR / "mnist_sr7.safetensors"  # super-resolution 7x7 -> 28x28 (lesson 07)
+PRETRAINED = {"mnist_conditional": PRETRAINED_MNIST, "mnist_sr7": PRETRAINED_SR7}
 
 
 @dataclass
@@ -170,12 +172,18 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[UN
     return model.to(device).eval(), schedule, record
 
 
-def load_pretrained(device: str | torch.device = "cpu") -> tuple[UNet, NoiseSchedule, dict]:
-    """The class-conditional MNIST model that ships with the course (data/checkpoints/README.md says how it
-    was trained and how good it is). Returns (model in eval mode, schedule, config record)."""
-    if not PRETRAINED_MNIST.exists():
+def load_pretrained(
+    device: str | torch.device = "cpu", name: str = "mnist_conditional"
+) -> tuple[UNet, NoiseSchedule, dict]:
+    """A model that ships with the course (data/checkpoints/README.md says how each was trained and how good
+    it is): "mnist_conditional" (lessons 04-07, the demo) or "mnist_sr7" (super-resolution, lesson 07).
+    Returns (model in eval mode, schedule, config record)."""
+    if name not in PRETRAINED:
+        raise ValueError(f"no pretrained model {name!r}; choose one of {', '.join(PRETRAINED)}")
+    path = PRETRAINED[name]
+    if not path.exists():
         raise FileNotFoundError(
-            f"the pretrained model {PRETRAINED_MNIST} is missing; it comes with a git clone of the course "
+            f"the pretrained model {path} is missing; it comes with a git clone of the course "
             "(git lfs is not needed). Re-clone, or train one: see data/checkpoints/README.md"
         )
-    return load_model(PRETRAINED_MNIST, device)
+    return load_model(path, device)

@@ -33,11 +33,8 @@ def repaint_merge(
     sqrt(alpha_bar_{t-1}) x0 + sqrt(1 - alpha_bar_{t-1}) noise; after the last step (t = 0) the original itself.
     x0, unknown, noise: (B, C, H, W); mask: 1 = known, 0 = to fill, broadcast to x0.
     """
-    if t == 0:
-        known = x0
-    else:
-        ab_prev = float(schedule.alpha_bar_prev[t])  # alpha_bar_{t-1}
-        known = ab_prev**0.5 * x0 + (1 - ab_prev) ** 0.5 * noise  # Eq. (4) at step t-1
+    ab_prev = float(schedule.alpha_bar_prev[t])  # alpha_bar_{t-1}; 1 at t = 0, so the last step gives x0 itself
+    known = ab_prev**0.5 * x0 + (1 - ab_prev) ** 0.5 * noise  # Eq. (4) at step t-1
     return mask * known + (1 - mask) * unknown  # Lugmayr et al. Eq. (8)
 
 
@@ -90,3 +87,34 @@ def repaint(
             else:
                 x = x_prev
     return x
+
+
+MASK_KINDS = ("box", "half", "pixels")
+
+
+def make_mask(kind: str, n: int, size: int = 28, hidden: float = 0.8, generator: torch.Generator | None = None):
+    """Masks of shape (n, 1, size, size), 1 = known, 0 = to fill.
+
+    "box": the central square of side size // 2 is hidden (for digits: most of the stroke);
+    "half": the bottom half is hidden; "pixels": each pixel is hidden with probability ``hidden``.
+    """
+    if kind not in MASK_KINDS:
+        raise ValueError(f"unknown mask kind {kind!r}; choose one of {', '.join(MASK_KINDS)}")
+    mask = torch.ones(n, 1, size, size)
+    if kind == "box":
+        lo = size // 4
+        mask[..., lo : lo + size // 2, lo : lo + size // 2] = 0
+    elif kind == "half":
+        mask[..., size // 2 :, :] = 0
+    else:
+        mask = (torch.rand(n, 1, size, size, generator=generator) >= hidden).float()
+    return mask
+
+
+def hidden_rmse(completed: torch.Tensor, original: torch.Tensor, mask: torch.Tensor) -> float:
+    """Root mean squared error over the hidden pixels only (mask = 0), in [0, 1] intensity units."""
+    hidden = (1 - mask).expand_as(original).bool()
+    if not bool(hidden.any()):
+        raise ValueError("hidden_rmse: the mask hides no pixel")
+    diff = (completed - original)[hidden] / 2  # images in [-1, 1]: half the difference is in [0, 1] units
+    return float(diff.double().pow(2).mean().sqrt())

@@ -217,3 +217,47 @@ def test_guided_eps(capsys):
         checks.check_guided_eps(lambda *a: _guided(*a, uncond_label=None))
     with pytest.raises(CheckFailed, match="other convention"):
         checks.check_guided_eps(lambda *a: _guided(*a, convention="gamma"))
+
+
+def _merge(s, x0, mask, unknown, t, noise, *, level="prev", python_index=False, flip=False):
+    """RePaint's merge written independently: the learner's likely versions, right and wrong."""
+    if level == "prev":
+        ab = 1.0 if t == 0 and not python_index else float(s.alpha_bar[t - 1])
+    else:
+        ab = float(s.alpha_bar[t])
+    known = math.sqrt(ab) * x0 + math.sqrt(1 - ab) * noise
+    m = 1 - mask if flip else mask
+    return m * known + (1 - m) * unknown
+
+
+def test_repaint_merge(capsys):
+    _passes(checks.check_repaint_merge, _merge, capsys)
+    with pytest.raises(CheckFailed, match="not alpha_bar\\[t\\]"):
+        checks.check_repaint_merge(lambda *a: _merge(*a, level="t"))
+    with pytest.raises(CheckFailed, match="LAST entry"):
+        checks.check_repaint_merge(lambda *a: _merge(*a, python_index=True))
+    with pytest.raises(CheckFailed, match="wrong way round"):
+        checks.check_repaint_merge(lambda *a: _merge(*a, flip=True))
+
+
+def _sr_loss(model, s, x0, t, eps, low_size, *, source="x0", upsample=True, reduce="mean"):
+    import torch.nn.functional as F
+
+    ab = s.alpha_bar[t].float().view(-1, 1, 1, 1)
+    xt = ab.sqrt() * x0 + (1 - ab).sqrt() * eps  # Eq. (4)
+    low = F.avg_pool2d(x0 if source == "x0" else xt, 28 // low_size)  # area downsampling, by hand
+    cond = F.interpolate(low, size=28, mode="bicubic").clamp(-1, 1) if upsample else low
+    err = (eps - model(xt, t, cond=cond)) ** 2
+    return err.mean() if reduce == "mean" else err.sum()
+
+
+def test_sr_loss(capsys):
+    _passes(checks.check_sr_loss, _sr_loss, capsys)
+    with pytest.raises(CheckFailed, match="from the clean x0"):
+        checks.check_sr_loss(lambda *a: _sr_loss(*a, source="xt"))
+    with pytest.raises(CheckFailed, match="UPSAMPLED to full size"):
+        checks.check_sr_loss(lambda *a: _sr_loss(*a, upsample=False))
+    with pytest.raises(CheckFailed, match="not a sum"):
+        checks.check_sr_loss(lambda *a: _sr_loss(*a, reduce="sum"))
+    with pytest.raises(CheckFailed, match="without cond="):
+        checks.check_sr_loss(lambda model, s, x0, t, eps, low: model(x0, t).mean())

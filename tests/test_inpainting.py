@@ -48,3 +48,27 @@ def test_bad_masks_are_refused():
         repaint(exact_eps, S, x0, torch.ones(1, 1, 3, 3))
     with pytest.raises(ValueError, match="resample"):
         repaint(exact_eps, S, x0, torch.ones(1, 1, 4, 4), resample=0)
+
+
+def test_masks_hide_what_they_say():
+    from ddpm_lessons.inpainting import make_mask
+
+    box, half = make_mask("box", 2), make_mask("half", 2)
+    assert box.shape == (2, 1, 28, 28) and (box == 0).sum().item() == 2 * 14 * 14 and box[0, 0, 14, 14] == 0
+    assert (half[..., :14, :] == 1).all() and (half[..., 14:, :] == 0).all()
+    pixels = make_mask("pixels", 200, hidden=0.8, generator=torch.Generator().manual_seed(0))
+    assert (1 - pixels).mean().item() == pytest.approx(0.8, abs=0.01)  # 156,800 coin flips: std 0.001
+    assert not torch.equal(pixels[0], pixels[1])  # each image its own pattern
+    with pytest.raises(ValueError, match="choose one of box, half, pixels"):
+        make_mask("circle", 1)
+
+
+def test_hidden_rmse_counts_only_hidden_pixels():
+    from ddpm_lessons.inpainting import hidden_rmse
+
+    original = -torch.ones(1, 1, 2, 2)
+    completed = torch.tensor([[[[1.0, -1.0], [0.0, 5.0]]]])  # errors in [0, 1] units: 1, 0, 0.5, 3
+    mask = torch.tensor([[[[0.0, 0.0], [0.0, 1.0]]]])  # the 5.0 sits on a known pixel and must not count
+    assert hidden_rmse(completed, original, mask) == pytest.approx(((1 + 0 + 0.25) / 3) ** 0.5)
+    with pytest.raises(ValueError, match="hides no pixel"):
+        hidden_rmse(completed, original, torch.ones(1, 1, 2, 2))

@@ -30,3 +30,21 @@ def test_it_draws_the_digits_asked_for():
                     generator=torch.Generator().manual_seed(0))  # fmt: skip
     assert x.shape == (20, 1, 28, 28) and x.min() >= -1 and x.max() <= 1
     assert conditional_accuracy(x, y) >= 0.8  # a broken loader draws noise: about 10%
+
+
+@torch.no_grad()
+def test_the_super_resolution_model_beats_bicubic():
+    """The shipped SR3 model (lesson 07): its record says 7x7 -> 28x28, and on 20 held-out digits its samples
+    are closer to the originals than bicubic upsampling (an untrained model's samples are noise: about 5 dB)."""
+    from ddpm_lessons.checkpoints import PRETRAINED_SR7
+    from ddpm_lessons.data import load_mnist
+    from ddpm_lessons.superres import bicubic_upsample, conditioned, low_resolution, psnr
+
+    assert PRETRAINED_SR7.stat().st_size <= 2 * 2**20
+    model, schedule, record = load_pretrained(name="mnist_sr7")
+    assert record["condition"] == {"kind": "super_resolution", "low_size": 7} and model.config.cond_channels == 1
+    x, _ = load_mnist("test", source="bundled")
+    x = x[:20]
+    c = bicubic_upsample(low_resolution(x, 7), 28)
+    sr = sample_ddim(conditioned(model, c), schedule, c.shape, steps=20, generator=torch.Generator().manual_seed(0))
+    assert psnr(sr, x).mean() > psnr(c, x).mean() + 1.0  # dB

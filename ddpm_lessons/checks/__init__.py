@@ -4,9 +4,11 @@ package, and when it is wrong, say which usual mistake it looks like.
 Each ``check_*`` prints one deterministic line starting with "PASS" (what nbval compares) or raises
 :class:`CheckFailed` with a hint. The hints come from computing the known-wrong variants (a variance
 where the standard deviation belongs, an off-by-one in t, swapped halves, ...) and seeing which
-one the learner's output matches. ``foundations`` holds lessons 00-03, ``sampling`` lessons 04-06.
+one the learner's output matches. ``foundations`` holds lessons 00-03, ``sampling`` lessons 04-06,
+``conditioning`` lessons 07-09.
 """
 
+from ddpm_lessons.checks.conditioning import check_repaint_merge, check_sr_loss
 from ddpm_lessons.checks.core import CheckFailed
 from ddpm_lessons.checks.foundations import (
     check_alpha_bar,
@@ -28,8 +30,10 @@ __all__ = [
     "check_p_sample",
     "check_posterior",
     "check_q_sample",
+    "check_repaint_merge",
     "check_res_block",
     "check_scaling",
+    "check_sr_loss",
     "check_timestep_embedding",
     "check_training_loss",
 ]

@@ -1,0 +1,94 @@
+"""Checks for lessons 07-09: RePaint's merge of known and generated pixels, and the SR3 training loss.
+The models are small stand-ins with known outputs, so a check needs no trained network."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+
+from ddpm_lessons.checks.core import CheckFailed, _judge, _pass
+from ddpm_lessons.forward import q_sample
+from ddpm_lessons.inpainting import repaint_merge
+from ddpm_lessons.schedules import NoiseSchedule
+from ddpm_lessons.superres import sr_condition
+
+
+# ---- lesson 07: inpainting -------------------------------------------------------------------------
+def check_repaint_merge(fn: Callable[..., torch.Tensor]) -> None:
+    """fn(schedule, x0, mask, unknown, t, noise) -> x_{t-1}: known pixels noised to step t-1, the rest generated."""
+    s = NoiseSchedule.make("linear", 1000)
+    g = torch.Generator().manual_seed(11)
+    x0, unknown, noise = (torch.randn(2, 1, 4, 4, generator=g).clamp(-1, 1) for _ in range(3))
+    mask = (torch.rand(2, 1, 4, 4, generator=g) > 0.5).float()
+    for t in (500, 1, 0):
+        expected = repaint_merge(s, x0, mask, unknown, t, noise)
+        ab_prev, ab_t = float(s.alpha_bar_prev[t]), float(s.alpha_bar[t])
+        mistakes = {
+            "The known pixels must be at the noise level of x_{t-1}, the step being produced: use alpha_bar_prev[t] "
+            "(alpha_bar of step t-1), not alpha_bar[t].": mask * (ab_t**0.5 * x0 + (1 - ab_t) ** 0.5 * noise)
+            + (1 - mask) * unknown,
+            "Variance where the standard deviation belongs: the known pixels are sqrt(alpha_bar_prev) x0 + "
+            "sqrt(1 - alpha_bar_prev) noise (Eq. 4).": mask * (ab_prev * x0 + (1 - ab_prev) * noise)
+            + (1 - mask) * unknown,
+            "The mask is the wrong way round: mask = 1 marks the KNOWN pixels, which come from x0.": (1 - mask)
+            * (ab_prev**0.5 * x0 + (1 - ab_prev) ** 0.5 * noise)
+            + mask * unknown,
+            "The known pixels were not noised: at step t-1 the chain is noisy everywhere, so x0 must be noised to "
+            "match (only after the last step is it x0 itself).": mask * x0 + (1 - mask) * unknown,
+        }
+        if t == 0:
+            last = float(s.alpha_bar[-1])
+            mistakes[
+                "At t = 0, alpha_bar[t - 1] is alpha_bar[-1], the LAST entry in Python. Use "
+                "schedule.alpha_bar_prev[t], "
+                "which is 1 at t = 0."
+            ] = mask * (last**0.5 * x0 + (1 - last) ** 0.5 * noise) + (1 - mask) * unknown
+        got = fn(s, x0.clone(), mask.clone(), unknown.clone(), t, noise.clone())
+        _judge(f"repaint merge (t={t})", got, expected, mistakes, "x_{t-1} = m * known + (1 - m) * unknown.")
+    _pass("repaint merge: matches RePaint's Eq. (8) at t = 500, 1 and 0 (the original itself at the end)")
+
+
+# ---- lesson 07: super-resolution -------------------------------------------------------------------
+class _CondProbe:
+    """eps_theta(x_t, t, cond) = 0.5 x_t + 0.3 cond: a stand-in that needs a full-size condition."""
+
+    def __call__(self, xt, t, y=None, cond=None):
+        if cond is None:
+            raise CheckFailed("sr loss: the model was called without cond=. Pass the condition: model(xt, t, cond=c).")
+        if cond.shape != xt.shape:
+            raise CheckFailed(
+                f"sr loss: the condition has shape {tuple(cond.shape)} but x_t has {tuple(xt.shape)}. SR3 concatenates "
+                "the low-resolution image UPSAMPLED to full size: bicubic_upsample(low_resolution(x0, low_size), 28)."
+            )
+        return 0.5 * xt + 0.3 * cond
+
+
+def check_sr_loss(fn: Callable[..., torch.Tensor]) -> None:
+    """fn(model, schedule, x0, t, eps, low_size) -> the SR3 loss || eps - eps_theta(x_t, t, cond) ||^2 (a mean)."""
+    s = NoiseSchedule.make("linear", 1000)
+    g = torch.Generator().manual_seed(12)
+    x0 = torch.rand(3, 1, 28, 28, generator=g) * 2 - 1
+    eps, t = torch.randn(3, 1, 28, 28, generator=g), torch.tensor([900, 300, 0])
+    model = _CondProbe()
+    xt = q_sample(s, x0, t, noise=eps)
+    cond = sr_condition(7)(x0)
+    expected = ((eps - model(xt, t, cond=cond)) ** 2).mean()
+    mistakes = {
+        "The condition is made from the clean x0 (what a low-resolution photo shows), not from the noisy x_t.": (
+            (eps - model(xt, t, cond=sr_condition(7)(xt))) ** 2
+        ).mean(),
+        "The model was given the full-resolution x0 itself as its condition: at sampling time it does not have "
+        "it. Downsample to low_size, then upsample.": ((eps - model(xt, t, cond=x0)) ** 2).mean(),
+        "The loss is a mean over all pixels and images (Eq. 14 up to a constant), not a sum.": (
+            (eps - model(xt, t, cond=cond)) ** 2
+        ).sum(),
+        "Compare eps_theta with the noise eps that made x_t, not with x0.": (
+            (x0 - model(xt, t, cond=cond)) ** 2
+        ).mean(),
+    }
+    got = fn(model, s, x0.clone(), t.clone(), eps.clone(), 7)
+    if isinstance(got, torch.Tensor) and got.numel() == 1:
+        got = got.reshape(())
+    _judge("sr loss", got, expected, mistakes, "Algorithm 1 with cond = bicubic_upsample(low_resolution(x0, 7), 28).")
+    _pass("sr loss: matches Algorithm 1 with the upsampled 7x7 image as the condition")

@@ -1,0 +1,114 @@
+"""Frechet distance for any images, not only digits: FID with Inception features where the weights can be
+had, and a fallback that needs no pretrained network where they cannot.
+
+- ``"inception"``: torchvision's Inception-v3 (ImageNet weights, downloaded once, about 100 MB), images resized
+  to 299 x 299, the 2,048 pooled features: the FID of Heusel et al. 2017. torchvision's weights are not the
+  TensorFlow ones that published FIDs use (pytorch-fid ports those), so compare numbers within this course only.
+- ``"random"``: a fixed, randomly initialised convolutional network (seeded, so every machine computes the same
+  features). Random features separate image statistics surprisingly well, but their scale means nothing on its
+  own; read them only beside the real-vs-real floor at the same sample count, as every distance in this course.
+- ``"auto"``: Inception when its weights are on disk or can be downloaded, otherwise random, with a notice.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ddpm_lessons.metrics import frechet_distance
+from ddpm_lessons.utils import is_offline
+
+FEATURE_KINDS = ("auto", "inception", "random")
+
+
+class RandomFeatures(nn.Module):
+    """Four stride-2 convolutions with fixed random weights (seed 0) and global average pooling: (N, C, H, W)
+    in [-1, 1] -> (N, 256). Images are resized to 64 x 64 first, so any size gives comparable features."""
+
+    def __init__(self, channels: int = 3):
+        super().__init__()
+        g = torch.Generator().manual_seed(0)
+        widths = [channels, 32, 64, 128, 256]
+        self.convs = nn.ModuleList(nn.Conv2d(a, b, 3, stride=2, padding=1) for a, b in zip(widths[:-1], widths[1:]))
+        with torch.no_grad():
+            for conv in self.convs:  # He-normal weights drawn from our own generator: the same on every machine
+                fan_in = conv.in_channels * 9
+                conv.weight.copy_(torch.randn(conv.weight.shape, generator=g) * (2 / fan_in) ** 0.5)
+                conv.bias.zero_()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.interpolate(x, size=(64, 64), mode="bilinear", align_corners=False)
+        for conv in self.convs:
+            x = F.relu(conv(x))
+        return x.mean((2, 3))  # (N, 256)
+
+
+def _inception(weights: str | None = "DEFAULT") -> nn.Module:
+    """torchvision's Inception-v3 with its classifier removed: (N, 3, 299, 299) -> (N, 2048)."""
+    from torchvision.models import inception_v3
+
+    model = inception_v3(weights=weights, aux_logits=True, init_weights=weights is None)
+    model.fc = nn.Identity()
+    return model.eval()
+
+
+def feature_extractor(kind: str = "auto", channels: int = 3) -> tuple[nn.Module, str]:
+    """The network for ``kind`` and the kind actually used ("auto" resolves to "inception" or "random")."""
+    if kind not in FEATURE_KINDS:
+        raise ValueError(f"unknown feature kind {kind!r}; choose one of {', '.join(FEATURE_KINDS)}")
+    if kind in ("auto", "inception"):
+        if kind == "auto" and is_offline():
+            print("FID: offline (DDPM_OFFLINE is set), using random features; compare them with their floor only")
+            return RandomFeatures(channels).eval(), "random"
+        try:
+            return _inception(), "inception"
+        except Exception as err:  # no network, no cache, a proxy: any failure to get the weights
+            if kind == "inception":
+                raise RuntimeError(
+                    f"Inception-v3 weights could not be loaded ({type(err).__name__}: {err}); they download once "
+                    "(about 100 MB) where the network allows, e.g. on Colab. Use kind='random' offline."
+                ) from err
+            print(f"FID: Inception weights unavailable ({type(err).__name__}), using random features instead")
+    return RandomFeatures(channels).eval(), "random"
+
+
+@torch.no_grad()
+def image_features(images: torch.Tensor, extractor: nn.Module, kind: str, batch_size: int = 100) -> torch.Tensor:
+    """(N, C, H, W) in [-1, 1] -> (N, D) features. Grey images are repeated to 3 channels for Inception."""
+    if images.ndim != 4:
+        raise ValueError(f"image_features needs images of shape (N, C, H, W), got {tuple(images.shape)}")
+    feats = []
+    for chunk in images.float().split(batch_size):
+        if kind == "inception":
+            chunk = chunk.expand(-1, 3, -1, -1) if chunk.shape[1] == 1 else chunk
+            chunk = F.interpolate(chunk, size=(299, 299), mode="bilinear", align_corners=False)
+            mean = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)  # ImageNet statistics, images in [0, 1]
+            std = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+            chunk = ((chunk + 1) / 2 - mean) / std
+        feats.append(extractor(chunk).double())
+    return torch.cat(feats)
+
+
+def frechet_distance_images(
+    samples: torch.Tensor, real: torch.Tensor, kind: str = "auto", seed: int = 0
+) -> dict[str, float | int | str]:
+    """The Frechet distance of ``samples`` to ``real`` images and its floor: the same distance between two
+    disjoint halves of ``real`` of n = len(samples) each (so ``real`` needs at least 2n images).
+
+    samples, real: (N, C, H, W) in [-1, 1], same C, H, W. Returns fd, floor, ratio, n and the feature kind used.
+    """
+    n = len(samples)
+    if samples.shape[1:] != real.shape[1:]:
+        raise ValueError(f"samples {tuple(samples.shape[1:])} and real images {tuple(real.shape[1:])} differ in shape")
+    if n < 2 or len(real) < 2 * n:
+        raise ValueError(
+            f"need at least 2 samples and twice as many real images ({2 * n}) for the distance and its floor, "
+            f"got {n} samples and {len(real)} real images; draw fewer samples or add images"
+        )
+    extractor, used = feature_extractor(kind, channels=samples.shape[1])
+    order = torch.randperm(len(real), generator=torch.Generator().manual_seed(seed))
+    ref, other = real[order[:n]], real[order[n : 2 * n]]
+    f_samples, f_ref, f_other = (image_features(x, extractor, used) for x in (samples, ref, other))
+    fd, floor = frechet_distance(f_samples, f_ref), frechet_distance(f_other, f_ref)
+    return {"n": n, "features": used, "fd": fd, "floor": floor, "ratio": fd / max(floor, 1e-12)}
