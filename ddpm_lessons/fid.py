@@ -30,7 +30,9 @@ class RandomFeatures(nn.Module):
         super().__init__()
         g = torch.Generator().manual_seed(0)
         widths = [channels, 32, 64, 128, 256]
-        self.convs = nn.ModuleList(nn.Conv2d(a, b, 3, stride=2, padding=1) for a, b in zip(widths[:-1], widths[1:]))
+        self.convs = nn.ModuleList(
+            nn.Conv2d(a, b, 3, stride=2, padding=1) for a, b in zip(widths[:-1], widths[1:], strict=True)
+        )
         with torch.no_grad():
             for conv in self.convs:  # He-normal weights drawn from our own generator: the same on every machine
                 fan_in = conv.in_channels * 9

@@ -42,7 +42,8 @@ def guided_eps(
     """
     if y is None or guidance == 0:
         return call_eps_model(model, xt, t, y)
-    y = torch.as_tensor(y, device=xt.device).reshape(-1).expand(xt.shape[0])
+    y = torch.as_tensor(y, device=xt.device)
+    y = y.reshape(-1).expand(xt.shape[0]) if y.ndim <= 1 else y.expand(xt.shape[0], -1)  # labels, or prompts' tokens
     both = call_eps_model(model, torch.cat([xt, xt]), torch.cat([t, t]), torch.cat([y, torch.full_like(y, NO_LABEL)]))
     eps_cond, eps_uncond = both.chunk(2)
     return (1 + guidance) * eps_cond - guidance * eps_uncond

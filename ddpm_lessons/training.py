@@ -160,9 +160,10 @@ class Trainer:
                 )
             images = images.to(self.device)
         self.images = images
-        if self.model_config.num_classes and labels is None:
-            raise ValueError("the model is class-conditional (num_classes set) but no labels were given")
-        self.labels = None if labels is None or not self.model_config.num_classes else labels.to(self.device)
+        conditional = self.model_config.num_classes or self.model_config.text_conditioning
+        if conditional and labels is None:
+            raise ValueError("the model is conditional (num_classes or text_conditioning) but no labels were given")
+        self.labels = None if labels is None or not conditional else labels.to(self.device)  # (N,) or tokens (N, L)
 
     def _amp_dtype(self):
         if not (self.config.amp and self.device.type == "cuda"):
@@ -239,6 +240,7 @@ class Trainer:
         eps = shard(torch.randn((B, *x0.shape[1:]), generator=self.noise_gen)).to(self.device)  # line 4
         if y is not None and self.config.label_dropout > 0:
             drop = shard(torch.rand(B, generator=self.noise_gen)).to(self.device) < self.config.label_dropout
+            drop = drop.view(-1, *[1] * (y.ndim - 1))  # (B,) for labels, (B, 1) for a prompt's tokens
             y = torch.where(drop, torch.full_like(y, NO_LABEL), y)  # learn the unconditional model too
         xt = q_sample(self.schedule, x0, t, noise=eps)  # Eq. (4)
         with torch.autocast("cuda", dtype=self.amp_dtype, enabled=self.amp_dtype is not None):

@@ -18,6 +18,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ddpm_lessons.text import TextEncoder
+
 NO_LABEL = -1  # the label id that means "unconditional"
 
 
@@ -36,9 +38,12 @@ class UNetConfig:
     attention_heads: int = 1  # Ho et al. use one head
     dropout: float = 0.1  # inside residual blocks (Ho et al.: 0.1 on CIFAR-10)
     num_classes: int | None = None  # K adds a class embedding with K + 1 rows (the last: no label)
+    text_conditioning: bool = False  # y is a prompt's token ids (B, L) read by a small text encoder (lesson 08)
     groups: int = 8  # GroupNorm groups; must divide every channel count
 
     def __post_init__(self) -> None:
+        if self.num_classes and self.text_conditioning:
+            raise ValueError("choose class labels (num_classes) or text prompts (text_conditioning), not both")
         self.channel_mults = tuple(self.channel_mults)
         self.attention_resolutions = tuple(self.attention_resolutions)
         levels = len(self.channel_mults)
@@ -141,6 +146,7 @@ class UNet(nn.Module):
         emb_dim = 4 * ch
         self.time_mlp = nn.Sequential(nn.Linear(ch, emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim))
         self.label_emb = nn.Embedding(cfg.num_classes + 1, emb_dim) if cfg.num_classes else None
+        self.text_encoder = TextEncoder(emb_dim) if cfg.text_conditioning else None
         self.conv_in = nn.Conv2d(cfg.in_channels + cfg.cond_channels, ch, 3, padding=1)
 
         def block(in_ch: int, out_ch: int, size: int) -> nn.ModuleList:
@@ -201,7 +207,15 @@ class UNet(nn.Module):
             t = t.expand(batch)
         if len(t) != batch:
             raise ValueError(f"UNet: t has {len(t)} entries but xt has batch {batch}")
-        if y is not None:
+        if y is not None and self.text_encoder is not None:
+            y = torch.as_tensor(y, device=xt.device).long()
+            if y.ndim != 2 or y.shape[1] != self.text_encoder.length or len(y) not in (1, batch):
+                raise ValueError(
+                    f"UNet: a text-conditioned model takes y = token ids of shape (B, {self.text_encoder.length}), "
+                    f"got {tuple(y.shape)}; make them with ddpm_lessons.text.tokenize(prompts)"
+                )
+            y = y.expand(batch, -1)
+        elif y is not None:
             if self.label_emb is None:
                 raise ValueError("UNet: labels y were given but the model has num_classes=None (unconditional)")
             y = torch.as_tensor(y, device=xt.device).reshape(-1).expand(batch).long()
@@ -235,6 +249,10 @@ class UNet(nn.Module):
                 y = torch.full_like(t, NO_LABEL)
             y = torch.where(y == NO_LABEL, self.config.num_classes, y)  # -1 -> the "no label" row
             emb = emb + self.label_emb(y)
+        if self.text_encoder is not None:
+            if y is None:
+                y = torch.full((len(t), self.text_encoder.length), NO_LABEL, device=t.device)  # no prompt
+            emb = emb + self.text_encoder(y)  # the prompt, pooled to one vector (B, 4 ch)
 
         h = self.conv_in(xt if cond is None else torch.cat([xt, cond], dim=1))
         skips = [h]

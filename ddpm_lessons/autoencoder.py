@@ -1,0 +1,126 @@
+"""A small convolutional autoencoder for latent diffusion (lesson 08; Rombach et al. 2022 at toy scale).
+
+The encoder maps a 28 x 28 digit to a 4 x 7 x 7 latent (196 numbers for 784 pixels, a factor of 4 per side,
+Stable Diffusion's factor is 8); the decoder maps it back. Diffusion then runs on the latents. The last layer
+of the encoder is a tanh, so latents lie in [-1, 1] like images, and everything the course built for images
+(Eq. 4, the samplers' x0 clipping, the Trainer) applies to them unchanged. Stable Diffusion instead
+regularises its latents with a small KL term and rescales them to unit variance (its 0.18215).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+@dataclass
+class AutoencoderConfig:
+    channels: int = 1  # image channels
+    width: int = 32  # channels after the first convolution; doubled once
+    latent_channels: int = 4  # channels of the 7 x 7 latent (Stable Diffusion: 4)
+
+
+def _block(in_ch: int, out_ch: int) -> nn.Sequential:
+    return nn.Sequential(nn.Conv2d(in_ch, out_ch, 3, padding=1), nn.GroupNorm(8, out_ch), nn.SiLU())
+
+
+class Autoencoder(nn.Module):
+    """encode: (B, C, 28, 28) in [-1, 1] -> (B, 4, 7, 7) in [-1, 1]; decode: the reverse."""
+
+    def __init__(self, config: AutoencoderConfig | None = None):
+        super().__init__()
+        self.config = cfg = config or AutoencoderConfig()
+        w = cfg.width
+        self.encoder = nn.Sequential(
+            _block(cfg.channels, w),
+            nn.Conv2d(w, w, 4, stride=2, padding=1),  # 28 -> 14
+            _block(w, 2 * w),
+            nn.Conv2d(2 * w, 2 * w, 4, stride=2, padding=1),  # 14 -> 7
+            _block(2 * w, 2 * w),
+            nn.Conv2d(2 * w, cfg.latent_channels, 3, padding=1),
+            nn.Tanh(),
+        )
+        self.decoder = nn.Sequential(
+            _block(cfg.latent_channels, 2 * w),
+            _block(2 * w, 2 * w),
+            nn.ConvTranspose2d(2 * w, 2 * w, 4, stride=2, padding=1),  # 7 -> 14
+            _block(2 * w, w),
+            nn.ConvTranspose2d(w, w, 4, stride=2, padding=1),  # 14 -> 28
+            _block(w, w),
+            nn.Conv2d(w, cfg.channels, 3, padding=1),
+            nn.Tanh(),
+        )
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        if x.ndim != 4 or x.shape[1:] != (self.config.channels, 28, 28):
+            raise ValueError(f"Autoencoder.encode: expected (B, {self.config.channels}, 28, 28), got {tuple(x.shape)}")
+        return self.encoder(x)
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        if z.ndim != 4 or z.shape[1:] != (self.config.latent_channels, 7, 7):
+            raise ValueError(
+                f"Autoencoder.decode: expected latents (B, {self.config.latent_channels}, 7, 7), got {tuple(z.shape)}"
+            )
+        return self.decoder(z)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.decode(self.encode(x))
+
+
+def train_autoencoder(
+    images: torch.Tensor,
+    steps: int = 3000,
+    batch_size: int = 128,
+    lr: float = 2e-3,
+    seed: int = 0,
+    config: AutoencoderConfig | None = None,
+    log=print,
+) -> Autoencoder:
+    """Train on images (N, C, 28, 28) in [-1, 1] with the mean squared reconstruction error; AdamW, cosine decay."""
+    torch.manual_seed(seed)
+    model = Autoencoder(config)
+    opt = torch.optim.AdamW(model.parameters(), lr=lr)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
+    g = torch.Generator().manual_seed(seed + 1)
+    start = time.perf_counter()
+    for step in range(1, steps + 1):
+        x = images[torch.randint(len(images), (batch_size,), generator=g)]
+        loss = F.mse_loss(model(x), x)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+        if log and (step % 500 == 0 or step == steps):
+            log(f"autoencoder step {step}: reconstruction MSE {loss.item():.4f} ({time.perf_counter() - start:.0f} s)")
+    return model.eval()
+
+
+def save_autoencoder(model: Autoencoder, path: str | Path, record: dict) -> None:
+    """safetensors weights with the config (and whatever ``record`` adds) as JSON metadata."""
+    import json
+
+    from safetensors.torch import save_file
+
+    meta = {"record": json.dumps({"autoencoder": asdict(model.config), **record})}
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(path), metadata=meta)
+
+
+def load_autoencoder(path: str | Path) -> tuple[Autoencoder, dict]:
+    import json
+
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"no autoencoder at {path}; train one with scripts/train_latent_text.py")
+    with safe_open(str(path), framework="pt") as f:
+        record = json.loads((f.metadata() or {})["record"])
+    model = Autoencoder(AutoencoderConfig(**record["autoencoder"]))
+    model.load_state_dict(load_file(str(path)))
+    return model.eval(), record

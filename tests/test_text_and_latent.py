@@ -1,0 +1,128 @@
+"""Lesson 08's pieces: prompts measured from pixels (checked on drawn bars whose thickness, size and slant are
+known), the tokenizer, the text encoder inside the U-Net, guidance over prompts, and the autoencoder."""
+
+import pytest
+import torch
+
+from ddpm_lessons.autoencoder import Autoencoder, train_autoencoder
+from ddpm_lessons.prompts import build_prompts, measure, thirds, thresholds
+from ddpm_lessons.samplers import guided_eps
+from ddpm_lessons.text import PAD, TEXT_LENGTH, VOCABULARY, TextEncoder, detokenize, tokenize
+from ddpm_lessons.unet import NO_LABEL, UNet, UNetConfig
+
+
+def _bar(width, height, shear=0.0):
+    """A white bar on black, `width` columns by `height` rows, its top shifted right by `shear` * height."""
+    x = -torch.ones(1, 1, 28, 28)
+    top = (28 - height) // 2
+    for r in range(height):
+        offset = round(shear * (height - 1 - r))  # the top row (r = 0) moves furthest right
+        x[0, 0, top + r, 8 + offset : 8 + offset + width] = 1.0
+    return x
+
+
+def test_properties_of_drawn_bars():
+    upright = measure(_bar(3, 20))
+    assert upright["thickness"].item() == pytest.approx(3.0)  # area 60 / height 20
+    assert upright["size"].item() == pytest.approx(60.0)  # bounding box 3 x 20
+    assert upright["slant"].item() == pytest.approx(0.0, abs=1e-9)
+    leaning = measure(_bar(3, 20, shear=0.5))["slant"].item()
+    assert leaning == pytest.approx(0.5, abs=0.05)  # column moves 0.5 per row upwards: the shear itself
+    assert measure(torch.cat([_bar(2, 10), _bar(6, 10)]))["thickness"].tolist() == pytest.approx([2.0, 6.0])
+
+
+def test_prompts_name_the_outer_thirds_within_each_digit():
+    g = torch.Generator().manual_seed(0)
+    widths = torch.randint(1, 8, (300,), generator=g)
+    images = torch.cat([_bar(int(w), 16) for w in widths])
+    labels = torch.randint(0, 10, (300,), generator=g)
+    cuts = thresholds(images, labels)
+    bins = thirds(images, labels, cuts)
+    prompts = build_prompts(images, labels, cuts, keep=1.0)
+    for p, b in zip(prompts, bins["thickness"].tolist(), strict=True):
+        assert ("thick" in p.split()) == (b == 1) and ("thin" in p.split()) == (b == -1)
+    thick = [w for p, w in zip(prompts, widths.tolist(), strict=True) if "thick" in p.split()]
+    thin = [w for p, w in zip(prompts, widths.tolist(), strict=True) if "thin" in p.split()]
+    assert min(thick) > max(thin)  # within a digit the cut is by width; across digits thick bars are wider
+    none = build_prompts(images, labels, cuts, keep=0.0)
+    assert all(len(p.split()) == 2 for p in none)  # "a <digit>"
+
+
+def test_tokenize_round_trip_and_bad_prompts():
+    ids = tokenize(["a thick tilted seven", "a two"])
+    assert ids.shape == (2, TEXT_LENGTH) and ids[1, 2:].eq(PAD).all()
+    assert detokenize(ids) == ["a thick tilted seven", "a two"]
+    assert detokenize(torch.full((1, TEXT_LENGTH), NO_LABEL)) == [""]
+    with pytest.raises(ValueError, match="unknown word.*'purple'"):
+        tokenize("a purple seven")
+    with pytest.raises(ValueError, match="at most 6"):
+        tokenize("a thin thin thin thin thin seven")
+    assert len(VOCABULARY) == 18
+
+
+def test_text_encoder_reads_words_and_has_a_no_prompt_vector():
+    torch.manual_seed(0)
+    enc = TextEncoder(32).eval()
+    a, b, again = enc(tokenize(["a thick seven", "a thin seven", "a thick seven"]))
+    assert torch.allclose(a, again) and not torch.allclose(a, b)
+    none = enc(torch.full((2, TEXT_LENGTH), NO_LABEL))
+    assert torch.allclose(none[0], enc.out(enc.no_prompt))
+
+
+def test_unet_with_prompts_and_guidance_over_token_ids():
+    torch.manual_seed(0)
+    cfg = UNetConfig(image_size=8, in_channels=4, base_channels=16, channel_mults=(1,), attention_resolutions=(),
+                     text_conditioning=True)  # fmt: skip
+    model = UNet(cfg).eval()
+    torch.nn.init.normal_(model.conv_out.weight, std=0.1)  # the zero-initialised output would hide differences
+    x, t = torch.randn(2, 4, 8, 8), torch.tensor([10, 500])
+    tok = tokenize(["a thick seven", "a small two"])
+    none = torch.full_like(tok, NO_LABEL)
+    with torch.no_grad():
+        assert torch.allclose(model(x, t), model(x, t, none))  # no y = the no-prompt vector
+        assert not torch.allclose(model(x, t, tok), model(x, t, none))
+        expected = 3 * model(x, t, tok) - 2 * model(x, t, none)  # (1 + w) eps_cond - w eps_uncond, w = 2
+        assert torch.allclose(guided_eps(model, x, t, tok, guidance=2.0), expected, atol=1e-5)
+    with pytest.raises(ValueError, match="token ids of shape"):
+        model(x, t, torch.tensor([1, 2]))
+    with pytest.raises(ValueError, match="not both"):
+        UNetConfig(num_classes=10, text_conditioning=True)
+
+
+def test_prompt_dropout_drops_whole_prompts(tmp_path):
+    from ddpm_lessons.training import TrainConfig, Trainer
+
+    cfg = UNetConfig(image_size=8, in_channels=4, base_channels=16, channel_mults=(1,), attention_resolutions=(),
+                     text_conditioning=True)  # fmt: skip
+    latents = torch.rand(16, 4, 8, 8) * 2 - 1
+    tokens = tokenize(["a thick seven"] * 16)
+    trainer = Trainer(cfg, TrainConfig(steps=3, batch_size=64, label_dropout=0.5, checkpoint_every=3), latents,
+                      tmp_path, labels=tokens, progress=False)  # fmt: skip
+    seen = []
+    forward = trainer.forward
+    trainer.forward = lambda xt, t, y, cond: seen.append(y.clone()) or forward(xt, t, y, cond)
+    trainer.train()
+    ys = torch.cat(seen)
+    dropped = (ys == NO_LABEL).all(1)
+    assert ((ys == NO_LABEL).any(1) == dropped).all()  # a prompt is dropped whole or not at all
+    assert 0.3 < dropped.float().mean().item() < 0.7  # 192 coin flips at p = 0.5
+    assert torch.equal(ys[~dropped][0], tokens[0])
+
+
+def test_autoencoder_shapes_range_and_learning():
+    from ddpm_lessons.data import load_mnist
+
+    x = load_mnist("train", source="bundled")[0][:64]
+    ae = Autoencoder()
+    z = ae.encode(x)
+    assert z.shape == (64, 4, 7, 7) and z.abs().max() <= 1
+    assert ae.decode(z).shape == x.shape
+    with pytest.raises(ValueError, match="expected latents"):
+        ae.decode(torch.zeros(1, 4, 14, 14))
+    torch.manual_seed(0)
+    with torch.no_grad():
+        before = torch.mean((Autoencoder()(x) - x) ** 2).item()  # the initial weights train_autoencoder starts from
+    trained = train_autoencoder(x, steps=40, batch_size=32, log=None)
+    with torch.no_grad():
+        after = torch.mean((trained(x) - x) ** 2).item()
+    assert after < 0.5 * before
