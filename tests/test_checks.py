@@ -4,6 +4,7 @@ import math
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from ddpm_lessons import checks
 from ddpm_lessons.checks import CheckFailed
@@ -261,3 +262,45 @@ def test_sr_loss(capsys):
         checks.check_sr_loss(lambda *a: _sr_loss(*a, reduce="sum"))
     with pytest.raises(CheckFailed, match="without cond="):
         checks.check_sr_loss(lambda model, s, x0, t, eps, low: model(x0, t).mean())
+
+
+def _latent_loss(model, ae, s, x0, tokens, t, eps, *, space="latent", prompt=True, target="eps"):
+    if space == "pixels":  # noise the image, then encode: a different (wrong) z_t
+        ab = s.alpha_bar[t].float().view(-1, 1, 1, 1)
+        zt = ae.encode(ab.sqrt() * x0 + (1 - ab).sqrt() * F.interpolate(eps[:, :1], scale_factor=4))
+    else:
+        z0 = ae.encode(x0)
+        ab = s.alpha_bar[t].float().view(-1, 1, 1, 1)
+        zt = ab.sqrt() * z0 + (1 - ab).sqrt() * eps  # Eq. (4) on the latent
+    pred = model(zt, t, tokens) if prompt else model(zt, t)
+    return ((eps if target == "eps" else ae.encode(x0)) - pred).pow(2).mean()
+
+
+def test_latent_loss(capsys):
+    _passes(checks.check_latent_loss, _latent_loss, capsys)
+    with pytest.raises(CheckFailed, match="without the prompt"):
+        checks.check_latent_loss(lambda *a: _latent_loss(*a, prompt=False))
+    with pytest.raises(CheckFailed, match="not with the clean latent"):
+        checks.check_latent_loss(lambda *a: _latent_loss(*a, target="z0"))
+    with pytest.raises(CheckFailed, match="not yet"):
+        checks.check_latent_loss(lambda *a: _latent_loss(*a, space="pixels"))
+    with pytest.raises(CheckFailed, match="it works on latents"):
+        checks.check_latent_loss(lambda model, ae, s, x0, tok, t, eps: model(x0, t, tok).mean())
+
+
+def _accumulate(model, x, target, k, *, divide=True, zero_each=False):
+    for xc, tc in zip(x.chunk(k), target.chunk(k), strict=True):
+        if zero_each:
+            model.zero_grad()
+        loss = F.mse_loss(model(xc), tc)
+        (loss / k if divide else loss).backward()
+
+
+def test_grad_accumulation(capsys):
+    _passes(checks.check_grad_accumulation, _accumulate, capsys)
+    with pytest.raises(CheckFailed, match="times too big"):
+        checks.check_grad_accumulation(lambda *a: _accumulate(*a, divide=False))
+    with pytest.raises(CheckFailed, match="Only the last micro-batch"):
+        checks.check_grad_accumulation(lambda *a: _accumulate(*a, zero_each=True))
+    with pytest.raises(CheckFailed, match="no gradient"):
+        checks.check_grad_accumulation(lambda *a: None)

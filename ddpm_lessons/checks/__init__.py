@@ -8,7 +8,12 @@ one the learner's output matches. ``foundations`` holds lessons 00-03, ``samplin
 ``conditioning`` lessons 07-09.
 """
 
-from ddpm_lessons.checks.conditioning import check_repaint_merge, check_sr_loss
+from ddpm_lessons.checks.conditioning import (
+    check_grad_accumulation,
+    check_latent_loss,
+    check_repaint_merge,
+    check_sr_loss,
+)
 from ddpm_lessons.checks.core import CheckFailed
 from ddpm_lessons.checks.foundations import (
     check_alpha_bar,
@@ -25,7 +30,9 @@ __all__ = [
     "CheckFailed",
     "check_alpha_bar",
     "check_ddim_step",
+    "check_grad_accumulation",
     "check_guided_eps",
+    "check_latent_loss",
     "check_normal_kl",
     "check_p_sample",
     "check_posterior",

@@ -1,4 +1,5 @@
-"""Checks for lessons 07-09: RePaint's merge of known and generated pixels, and the SR3 training loss.
+"""Checks for lessons 07-09: RePaint's merge of known and generated pixels, the SR3 training loss, the loss
+in an autoencoder's latent space with a prompt, and gradient accumulation.
 The models are small stand-ins with known outputs, so a check needs no trained network."""
 
 from __future__ import annotations
@@ -6,6 +7,8 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import torch
+import torch.nn.functional as F
+from torch import nn
 
 from ddpm_lessons.checks.core import CheckFailed, _judge, _pass
 from ddpm_lessons.forward import q_sample
@@ -92,3 +95,94 @@ def check_sr_loss(fn: Callable[..., torch.Tensor]) -> None:
         got = got.reshape(())
     _judge("sr loss", got, expected, mistakes, "Algorithm 1 with cond = bicubic_upsample(low_resolution(x0, 7), 28).")
     _pass("sr loss: matches Algorithm 1 with the upsampled 7x7 image as the condition")
+
+
+# ---- lesson 08: diffusion in latent space -------------------------------------------------------------
+class _PoolAutoencoder:
+    """A stand-in autoencoder: encode = tanh of 4 x 4 average pooling repeated to 4 channels (B, 4, 7, 7)."""
+
+    def encode(self, x):
+        return torch.tanh(F.avg_pool2d(x, 4)).repeat(1, 4, 1, 1) * torch.tensor([1.0, 0.5, -0.5, -1.0]).view(1, 4, 1, 1)
+
+    def decode(self, z):
+        return F.interpolate(z[:, :1], scale_factor=4)
+
+
+def _prompt_probe(zt, t, y=None):
+    """A stand-in eps-model over latents that reads the prompt's tokens."""
+    if zt.shape[1:] != (4, 7, 7):
+        raise CheckFailed(
+            f"latent loss: the model got x_t of shape {tuple(zt.shape)}; it works on latents (B, 4, 7, 7). Encode "
+            "x0 with autoencoder.encode(x0) first, then noise the latent."
+        )
+    prompt = 0.0 if y is None else 0.01 * y.float().sum(1).view(-1, 1, 1, 1)
+    return 0.5 * zt + prompt
+
+
+def check_latent_loss(fn: Callable[..., torch.Tensor]) -> None:
+    """fn(model, autoencoder, schedule, x0, tokens, t, eps) -> || eps - eps_theta(z_t, t, tokens) ||^2 (a mean),
+    where z_t is the noised latent of x0."""
+    s = NoiseSchedule.make("linear", 1000)
+    g = torch.Generator().manual_seed(13)
+    x0 = torch.rand(3, 1, 28, 28, generator=g) * 2 - 1
+    eps, t = torch.randn(3, 4, 7, 7, generator=g), torch.tensor([900, 300, 0])
+    tokens = torch.tensor([[1, 3, 14, 0, 0, 0], [1, 11, 0, 0, 0, 0], [-1] * 6])
+    ae = _PoolAutoencoder()
+    z0 = ae.encode(x0)
+    zt = q_sample(s, z0, t, noise=eps)
+    expected = ((eps - _prompt_probe(zt, t, tokens)) ** 2).mean()
+    mistakes = {
+        "The model was called without the prompt: pass the tokens as y, model(z_t, t, tokens).": (
+            (eps - _prompt_probe(zt, t)) ** 2
+        ).mean(),
+        "The loss is a mean (Eq. 14 up to a constant), not a sum.": ((eps - _prompt_probe(zt, t, tokens)) ** 2).sum(),
+        "Compare eps_theta with the noise eps that made z_t, not with the clean latent z0.": (
+            (z0 - _prompt_probe(zt, t, tokens)) ** 2
+        ).mean(),
+    }
+    got = fn(_prompt_probe, ae, s, x0.clone(), tokens.clone(), t.clone(), eps.clone())
+    if isinstance(got, torch.Tensor) and got.numel() == 1:
+        got = got.reshape(())
+    _judge("latent loss", got, expected, mistakes, "z0 = encode(x0); z_t by Eq. (4); || eps - model(z_t, t, y) ||^2.")
+    _pass("latent loss: matches Algorithm 1 on the autoencoder's latents, with the prompt")
+
+
+# ---- lesson 09: gradient accumulation -----------------------------------------------------------------
+def check_grad_accumulation(fn: Callable[..., None]) -> None:
+    """fn(model, x, target, micro_batches) leaves in model's .grad the gradient of the mean squared error over
+    the whole batch, computed micro-batch by micro-batch (without an optimiser step)."""
+    g = torch.Generator().manual_seed(14)
+    x, target = torch.randn(12, 4, generator=g), torch.randn(12, 1, generator=g)
+    model = nn.Linear(4, 1)
+    with torch.no_grad():
+        model.weight.copy_(torch.randn(1, 4, generator=g))
+        model.bias.zero_()
+
+    def grads_of(inputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        model.zero_grad()
+        F.mse_loss(model(inputs), targets).backward()
+        return torch.cat([model.weight.grad.flatten(), model.bias.grad.flatten()]).clone()
+
+    expected = grads_of(x, target)  # the whole batch at once
+    for k in (3, 4):
+        last = len(x) - len(x) // k  # where the last of k equal micro-batches starts
+        only_last = grads_of(x[last:], target[last:])
+        zeroed = (
+            "Only the last micro-batch's gradient is left: gradients add up in .grad, so do not zero them between "
+            "micro-batches (only before the first)."
+        )
+        mistakes = {
+            zeroed: only_last / k,
+            f"The gradient is {k} times too big: divide each micro-batch's loss by the number of micro-batches ({k}), "
+            "so that the sum of their gradients is the gradient of the mean.": k * expected,
+            zeroed + " Also divide each micro-batch's loss by their number.": only_last,
+        }
+        model.zero_grad()
+        fn(model, x.clone(), target.clone(), k)
+        if model.weight.grad is None:
+            raise CheckFailed(
+                "grad accumulation: no gradient was computed. Call .backward() on each micro-batch's loss."
+            )
+        got = torch.cat([model.weight.grad.flatten(), model.bias.grad.flatten()])
+        _judge(f"grad accumulation ({k} micro-batches)", got, expected, mistakes, "sum over chunks of loss_i / k.")
+    _pass("grad accumulation: 3 and 4 micro-batches give the gradient of the whole batch")
