@@ -48,6 +48,7 @@ def repaint(
     y: torch.Tensor | None = None,
     guidance: float = 0.0,
     clip_x0: bool = True,
+    variance: str = "beta",
     generator: torch.Generator | None = None,
     progress: bool = False,
 ) -> torch.Tensor:
@@ -58,7 +59,9 @@ def repaint(
         mask: 1 = known, 0 = to fill; any shape that broadcasts to x0 (e.g. (1, 1, H, W)).
         resample: RePaint's U, the number of tries per step (1: plain replacement, T network calls;
             U: about U * T calls).
-        y, guidance, clip_x0: class labels, classifier-free guidance weight, clipping, as in the samplers.
+        y, guidance, clip_x0, variance: class labels, classifier-free guidance weight, clipping and sigma_t^2
+            ("beta" or "beta_tilde"), as in :func:`~ddpm_lessons.samplers.p_sample`. On a respaced chain of a
+            few dozen steps use "beta_tilde": "beta" leaves visible noise after the last, large steps.
         generator: a CPU torch.Generator; the same seed gives the same result.
 
     Returns:
@@ -79,7 +82,7 @@ def repaint(
         tries = resample if t > 0 else 1  # nothing to harmonise after the last step
         for u in range(tries):
             noise = _randn(x0.shape, generator, x0)
-            unknown = p_sample(model, schedule, x, t, y, guidance, clip_x0, generator=generator)  # Algorithm 2
+            unknown = p_sample(model, schedule, x, t, y, guidance, clip_x0, variance, generator)  # Algorithm 2
             x_prev = repaint_merge(schedule, x0, mask, unknown, t, noise)
             if u + 1 < tries:
                 beta = float(schedule.betas[t])  # back up one step: q(x_t | x_{t-1}), Eq. (2)

@@ -63,6 +63,10 @@ def test_checkpoint_record_and_export(digits, tmp_path):
     model, schedule, rec = load_model(tmp_path / "model.safetensors")
     assert model.config == TINY and schedule.T == 1000 and rec["step"] == 4
     assert not any(p.name.endswith(".tmp") for p in tmp_path.iterdir())  # atomic writes leave nothing behind
+    umask = os.umask(0)
+    os.umask(umask)
+    for name in ("checkpoint.pt", "model.safetensors", "model.json"):  # not the 0600 of temporary files
+        assert (tmp_path / name).stat().st_mode & 0o777 == 0o666 & ~umask
 
 
 def test_resume_into_a_different_config_names_the_fields(digits, tmp_path):
