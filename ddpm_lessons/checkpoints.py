@@ -99,7 +99,9 @@ def _differences(saved: dict, current: dict, prefix: str) -> list[str]:
 
 def check_same_config(record: dict, model_config: UNetConfig, schedule_config: ScheduleConfig, where: str) -> None:
     """Raise ConfigMismatch naming every field where the checkpoint and this run differ."""
-    diffs = _differences(record["model"], model_config.to_dict(), "model")
+    # A record written before a field existed holds that field's default (e.g. text_conditioning = False).
+    defaults = {f.name: f.default for f in fields(UNetConfig)}
+    diffs = _differences({**defaults, **record["model"]}, model_config.to_dict(), "model")
     diffs += _differences(record["schedule"], asdict(schedule_config), "schedule")
     if diffs:
         raise ConfigMismatch(

@@ -161,3 +161,17 @@ def test_sample_grids_and_gradient_accumulation(digits, tmp_path):
     with Image.open(tmp_path / "samples" / grids[0]) as im:
         assert im.size == (10 * 29 + 1, 2 * 29 + 1)  # 20 samples, one row per 10 classes, 1 px padding
     assert trainer.read_log()[-1]["step"] == 4
+
+
+def test_a_record_from_before_a_config_field_existed_still_resumes(digits, tmp_path):
+    """Runs started before UNetConfig gained text_conditioning have no such key; it means the default."""
+    from ddpm_lessons.checkpoints import check_same_config
+
+    x, y = digits
+    Trainer(TINY, _config(steps=2), x, tmp_path, labels=y, progress=False).train()
+    record = json.loads((tmp_path / "checkpoint.json").read_text())
+    del record["model"]["text_conditioning"]
+    check_same_config(record, TINY, ScheduleConfig(), "old run")  # no ConfigMismatch
+    with pytest.raises(ConfigMismatch, match="text_conditioning: checkpoint has False, this run has True"):
+        check_same_config(record, UNetConfig(**{**TINY.to_dict(), "num_classes": None, "text_conditioning": True}),
+                          ScheduleConfig(), "old run")  # fmt: skip
