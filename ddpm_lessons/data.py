@@ -162,7 +162,7 @@ class ImageFolder(torch.utils.data.Dataset):
         if not self.paths:
             raise ValueError(
                 f"no images found under {self.root} (looked for {', '.join(IMAGE_SUFFIXES)}); "
-                "point --data at a folder that holds image files"
+                "point ImageFolder (or --data) at a folder that holds image files"
             )
         if channels not in (1, 3):
             raise ValueError(f"channels must be 1 (grey) or 3 (RGB), got {channels}")
