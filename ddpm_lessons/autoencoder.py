@@ -10,8 +10,7 @@ regularises its latents with a small KL term and rescales them to unit variance 
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass
-from pathlib import Path
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -98,29 +97,3 @@ def train_autoencoder(
         if log and (step % 500 == 0 or step == steps):
             log(f"autoencoder step {step}: reconstruction MSE {loss.item():.4f} ({time.perf_counter() - start:.0f} s)")
     return model.eval()
-
-
-def save_autoencoder(model: Autoencoder, path: str | Path, record: dict) -> None:
-    """safetensors weights with the config (and whatever ``record`` adds) as JSON metadata."""
-    import json
-
-    from safetensors.torch import save_file
-
-    meta = {"record": json.dumps({"autoencoder": asdict(model.config), **record})}
-    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(path), metadata=meta)
-
-
-def load_autoencoder(path: str | Path) -> tuple[Autoencoder, dict]:
-    import json
-
-    from safetensors import safe_open
-    from safetensors.torch import load_file
-
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"no autoencoder at {path}; train one with scripts/train_latent_text.py")
-    with safe_open(str(path), framework="pt") as f:
-        record = json.loads((f.metadata() or {})["record"])
-    model = Autoencoder(AutoencoderConfig(**record["autoencoder"]))
-    model.load_state_dict(load_file(str(path)))
-    return model.eval(), record

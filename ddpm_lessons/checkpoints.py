@@ -22,6 +22,7 @@ from pathlib import Path
 import torch
 
 from ddpm_lessons import __version__
+from ddpm_lessons.autoencoder import Autoencoder, AutoencoderConfig
 from ddpm_lessons.data import REPO_DATA
 from ddpm_lessons.schedules import NoiseSchedule
 from ddpm_lessons.unet import UNet, UNetConfig
@@ -30,6 +31,8 @@ PRETRAINED_DIR = REPO_DATA / "checkpoints"
 PRETRAINED_MNIST = PRETRAINED_DIR / "mnist_conditional.safetensors"  # see data/checkpoints/README.md
 PRETRAINED_SR7 = PRETRAINED_DIR / "mnist_sr7.safetensors"  # super-resolution 7x7 -> 28x28 (lesson 07)
 PRETRAINED = {"mnist_conditional": PRETRAINED_MNIST, "mnist_sr7": PRETRAINED_SR7}
+PRETRAINED_AUTOENCODER = PRETRAINED_DIR / "digits_autoencoder.safetensors"  # lesson 08
+PRETRAINED_LATENT_TEXT = PRETRAINED_DIR / "latent_text.safetensors"  # lesson 08, on that autoencoder's latents
 
 
 @dataclass
@@ -189,3 +192,27 @@ def load_pretrained(
             "(git lfs is not needed). Re-clone, or train one: see data/checkpoints/README.md"
         )
     return load_model(path, device)
+
+
+def save_autoencoder(path: str | Path, model: Autoencoder, record: dict) -> None:
+    """The autoencoder's weights (safetensors) with its config and ``record`` as JSON metadata, written atomically."""
+    from safetensors.torch import save_file
+
+    meta = {"record": json.dumps({"autoencoder": asdict(model.config), **record})}
+    weights = {k: v.contiguous() for k, v in model.state_dict().items()}
+    atomic_write(Path(path), lambda tmp: save_file(weights, str(tmp), metadata=meta))
+
+
+def load_autoencoder(path: str | Path = PRETRAINED_AUTOENCODER) -> tuple[Autoencoder, dict]:
+    """(autoencoder in eval mode, its record); by default the one lesson 08 ships."""
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"no autoencoder at {path}; train one with scripts/train_latent_text.py")
+    with safe_open(str(path), framework="pt") as f:
+        record = json.loads((f.metadata() or {})["record"])
+    model = Autoencoder(AutoencoderConfig(**record["autoencoder"]))
+    model.load_state_dict(load_file(str(path)))
+    return model.eval(), record

@@ -16,8 +16,8 @@ import time
 
 import torch
 
-from ddpm_lessons.autoencoder import load_autoencoder, save_autoencoder, train_autoencoder
-from ddpm_lessons.checkpoints import PRETRAINED_DIR
+from ddpm_lessons.autoencoder import train_autoencoder
+from ddpm_lessons.checkpoints import PRETRAINED_AUTOENCODER, PRETRAINED_LATENT_TEXT, load_autoencoder, save_autoencoder
 from ddpm_lessons.data import load_mnist
 from ddpm_lessons.metrics import conditional_accuracy
 from ddpm_lessons.prompts import build_prompts, thresholds
@@ -25,8 +25,7 @@ from ddpm_lessons.text import tokenize
 from ddpm_lessons.training import TrainConfig, Trainer
 from ddpm_lessons.unet import UNetConfig
 
-AUTOENCODER = PRETRAINED_DIR / "digits_autoencoder.safetensors"
-LATENT_TEXT = PRETRAINED_DIR / "latent_text.safetensors"
+AUTOENCODER, LATENT_TEXT = PRETRAINED_AUTOENCODER, PRETRAINED_LATENT_TEXT
 LATENT_CONFIG = UNetConfig(image_size=7, in_channels=4, base_channels=64, channel_mults=(1,), num_res_blocks=2,
                            attention_resolutions=(7,), dropout=0.1, text_conditioning=True)  # fmt: skip
 
@@ -56,7 +55,7 @@ def main() -> None:
         print(f"autoencoder: test MSE {mse:.4f}, classifier accuracy on reconstructions {acc:.1%}, {minutes:.1f} min")
         record = {"steps": args.ae_steps, "test_mse": mse, "test_accuracy_of_reconstructions": acc,
                   "prompt_thresholds": cuts}  # fmt: skip
-        save_autoencoder(ae, AUTOENCODER, record)
+        save_autoencoder(AUTOENCODER, ae, record)
     with torch.no_grad():
         latents = torch.cat([ae.encode(c) for c in x.split(500)])  # (N, 4, 7, 7) in [-1, 1]
     tokens = tokenize(build_prompts(x, y, cuts))

@@ -126,3 +126,18 @@ def test_autoencoder_shapes_range_and_learning():
     with torch.no_grad():
         after = torch.mean((trained(x) - x) ** 2).item()
     assert after < 0.5 * before
+
+
+def test_autoencoder_save_and_load_round_trip(tmp_path):
+    from ddpm_lessons.checkpoints import load_autoencoder, save_autoencoder
+
+    torch.manual_seed(0)
+    ae = Autoencoder().eval()
+    save_autoencoder(tmp_path / "ae.safetensors", ae, {"steps": 0, "note": "untrained"})
+    loaded, record = load_autoencoder(tmp_path / "ae.safetensors")
+    x = torch.rand(2, 1, 28, 28) * 2 - 1
+    with torch.no_grad():
+        assert torch.equal(loaded(x), ae(x))
+    assert record["note"] == "untrained" and record["autoencoder"]["latent_channels"] == 4
+    with pytest.raises(FileNotFoundError, match="train_latent_text"):
+        load_autoencoder(tmp_path / "missing.safetensors")
