@@ -16,7 +16,8 @@ from __future__ import annotations
 
 import torch
 
-from ddpm_lessons.text import DIGIT_WORDS
+from ddpm_lessons.samplers import sample_ddim
+from ddpm_lessons.text import DIGIT_WORDS, tokenize
 
 PROPERTIES = ("thickness", "size", "slant")
 WORDS = {"thickness": ("thin", "thick"), "size": ("small", "large"), "slant": ("upright", "tilted")}
@@ -86,3 +87,40 @@ def build_prompts(
                 words.append(WORDS[name][(b + 1) // 2])
         prompts.append(" ".join([*words, DIGIT_WORDS[label]]))
     return prompts
+
+
+@torch.no_grad()
+def generate(model, schedule, autoencoder, prompts: list[str], guidance: float = 2.0, steps: int = 20, seed: int = 0,
+             device="cpu") -> torch.Tensor:  # fmt: skip
+    """Digits for text prompts: DDIM with classifier-free guidance over the latents, then the decoder.
+    Returns (len(prompts), 1, 28, 28) in [-1, 1] on the CPU."""
+    tokens = tokenize(prompts).to(device)
+    z = sample_ddim(model, schedule, (len(tokens), autoencoder.config.latent_channels, 7, 7), steps=steps, y=tokens,
+                    guidance=guidance, generator=torch.Generator().manual_seed(seed), device=device)  # fmt: skip
+    return autoencoder.decode(z.cpu())
+
+
+def prompt_control(generate_fn, cuts: dict, per_word: int = 30, classifier=None) -> list[dict]:
+    """Does the prompt control what it says? For each attribute word, ``generate_fn(prompts)`` draws digits for
+    "a <word> <digit>" (every digit in turn); the property is measured on them and placed in its digit's thirds.
+
+    Returns one row per word: the share of samples in the word's third ("hit", chance about 1/3), in the opposite
+    third ("opposite"), and read as the right digit by the classifier; then a row "no attribute" for "a <digit>"
+    with the share in the low and high third of every property."""
+    from ddpm_lessons.metrics import classify
+
+    digits = torch.arange(per_word) % 10
+    rows = []
+    for name in PROPERTIES:
+        for third, word in zip((-1, 1), WORDS[name], strict=True):
+            images = generate_fn([f"a {word} {DIGIT_WORDS[d]}" for d in digits])
+            got = thirds(images, digits, cuts)[name]
+            right = (classify(images, classifier)[0] == digits).float().mean().item()
+            rows.append({"word": word, "property": name, "hit": (got == third).float().mean().item(),
+                         "opposite": (got == -third).float().mean().item(), "digit_right": right})  # fmt: skip
+    plain = generate_fn([f"a {DIGIT_WORDS[d]}" for d in digits])
+    bins = thirds(plain, digits, cuts)
+    row = {"word": "no attribute", "digit_right": (classify(plain, classifier)[0] == digits).float().mean().item()}
+    for name in PROPERTIES:
+        row[f"{name}_low"], row[f"{name}_high"] = ((bins[name] == b).float().mean().item() for b in (-1, 1))
+    return [*rows, row]

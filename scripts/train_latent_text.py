@@ -33,7 +33,7 @@ LATENT_CONFIG = UNetConfig(image_size=7, in_channels=4, base_channels=64, channe
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--ae-steps", type=int, default=1500)
-    parser.add_argument("--steps", type=int, default=4000)
+    parser.add_argument("--steps", type=int, default=2500)
     parser.add_argument("--out", default="runs/latent_text")
     parser.add_argument("--resume", action="store_true")
     parser.add_argument("--reuse-autoencoder", action="store_true")

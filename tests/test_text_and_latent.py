@@ -126,6 +126,15 @@ def test_autoencoder_shapes_range_and_learning():
     with torch.no_grad():
         after = torch.mean((trained(x) - x) ** 2).item()
     assert after < 0.5 * before
+    with torch.no_grad():
+        raw, z = trained.encoder(x), trained.encode(x)
+    assert z.abs().max() <= 1 and z.std((0, 2, 3)).tolist() == pytest.approx([0.4] * 4, abs=0.08)  # 1 / 2.5 sigmas
+    assert torch.allclose(z * trained.latent_scale + trained.latent_mean, raw.clamp(*_bounds(trained)), atol=1e-6)
+
+
+def _bounds(ae):
+    # the raw values that encode() maps to -1 and +1, per channel
+    return ae.latent_mean - ae.latent_scale, ae.latent_mean + ae.latent_scale
 
 
 def test_autoencoder_save_and_load_round_trip(tmp_path):
@@ -141,3 +150,45 @@ def test_autoencoder_save_and_load_round_trip(tmp_path):
     assert record["note"] == "untrained" and record["autoencoder"]["latent_channels"] == 4
     with pytest.raises(FileNotFoundError, match="train_latent_text"):
         load_autoencoder(tmp_path / "missing.safetensors")
+
+
+def test_prompt_control_measures_what_a_generator_obeys():
+    """A stand-in generator that draws bars: "thick" ones 7 wide, "thin" ones 1 wide, "small" ones 2 x 8, "large"
+    ones 6 x 22 and sheared (a wider box), "tilted" ones sheared; the table must find the thickness and size words obeyed (hit 100%) and
+    a generator that ignores its prompt at chance."""
+    from ddpm_lessons.prompts import prompt_control
+
+    g = torch.Generator().manual_seed(0)
+
+    def bar_for(words, rng_width, rng_height):
+        width = (
+            7
+            if "thick" in words
+            else 1
+            if "thin" in words
+            else 2
+            if "small" in words
+            else 6
+            if "large" in words
+            else rng_width
+        )
+        height = 8 if "small" in words else 22 if "large" in words else rng_height
+        return _bar(width, height, shear=0.5 if "tilted" in words or "large" in words else 0.0)
+
+    def obeys(prompts):
+        sizes = torch.randint(2, 6, (len(prompts), 2), generator=g)
+        return torch.cat([bar_for(p.split(), int(w), 4 * int(h)) for p, (w, h) in zip(prompts, sizes, strict=True)])
+
+    def ignores(prompts):
+        return obeys(["a seven"] * len(prompts))
+
+    train = torch.cat([_bar(int(w), 4 * int(h), shear=float(s)) for w, h, s in zip(
+        torch.randint(1, 8, (300,), generator=g), torch.randint(2, 6, (300,), generator=g),
+        torch.rand(300, generator=g) * 0.5, strict=True)])  # fmt: skip
+    cuts = thresholds(train, torch.arange(300) % 10)
+    rows = {r["word"]: r for r in prompt_control(obeys, cuts, per_word=20)}
+    for word in ("thin", "thick", "small", "large", "tilted"):
+        assert rows[word]["hit"] == 1.0 and rows[word]["opposite"] == 0.0, (word, rows[word])
+    assert set(rows["no attribute"]) >= {"digit_right", "thickness_low", "size_high", "slant_low"}
+    blind = {r["word"]: r for r in prompt_control(ignores, cuts, per_word=20)}
+    assert blind["thin"]["hit"] < 0.5 and blind["thick"]["hit"] < 0.5
