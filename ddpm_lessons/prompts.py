@@ -105,8 +105,8 @@ def prompt_control(generate_fn, cuts: dict, per_word: int = 30, classifier=None)
     "a <word> <digit>" (every digit in turn); the property is measured on them and placed in its digit's thirds.
 
     Returns one row per word: the share of samples in the word's third ("hit", chance about 1/3), in the opposite
-    third ("opposite"), and read as the right digit by the classifier; then a row "no attribute" for "a <digit>"
-    with the share in the low and high third of every property."""
+    third ("opposite"), read as the right digit by the classifier, and the measured values; then a row
+    "no attribute" for "a <digit>" with the share in the low and high third of every property (and all values)."""
     from ddpm_lessons.metrics import classify
 
     digits = torch.arange(per_word) % 10
@@ -117,10 +117,12 @@ def prompt_control(generate_fn, cuts: dict, per_word: int = 30, classifier=None)
             got = thirds(images, digits, cuts)[name]
             right = (classify(images, classifier)[0] == digits).float().mean().item()
             rows.append({"word": word, "property": name, "hit": (got == third).float().mean().item(),
-                         "opposite": (got == -third).float().mean().item(), "digit_right": right})  # fmt: skip
+                         "opposite": (got == -third).float().mean().item(), "digit_right": right,
+                         "values": measure(images)[name]})  # fmt: skip
     plain = generate_fn([f"a {DIGIT_WORDS[d]}" for d in digits])
     bins = thirds(plain, digits, cuts)
-    row = {"word": "no attribute", "digit_right": (classify(plain, classifier)[0] == digits).float().mean().item()}
+    row = {"word": "no attribute", "digit_right": (classify(plain, classifier)[0] == digits).float().mean().item(),
+           "values": measure(plain)}  # fmt: skip
     for name in PROPERTIES:
         row[f"{name}_low"], row[f"{name}_high"] = ((bins[name] == b).float().mean().item() for b in (-1, 1))
     return [*rows, row]

@@ -214,6 +214,10 @@ class UNet(nn.Module):
                     f"UNet: a text-conditioned model takes y = token ids of shape (B, {self.text_encoder.length}), "
                     f"got {tuple(y.shape)}; make them with ddpm_lessons.text.tokenize(prompts)"
                 )
+            vocab = self.text_encoder.words.num_embeddings
+            if len(y) and (int(y.min()) < NO_LABEL or int(y.max()) >= vocab):
+                raise ValueError(f"UNet: token ids must lie in 0..{vocab - 1} (or {NO_LABEL}: no prompt), "
+                                 f"got {int(y.min())}..{int(y.max())}; make them with text.tokenize")  # fmt: skip
             y = y.expand(batch, -1)
         elif y is not None:
             if self.label_emb is None:

@@ -85,6 +85,8 @@ def test_unet_with_prompts_and_guidance_over_token_ids():
         assert torch.allclose(guided_eps(model, x, t, tok, guidance=2.0), expected, atol=1e-5)
     with pytest.raises(ValueError, match="token ids of shape"):
         model(x, t, torch.tensor([1, 2]))
+    with pytest.raises(ValueError, match="token ids must lie in 0..17"):
+        model(x, t, torch.full((2, TEXT_LENGTH), 18))
     with pytest.raises(ValueError, match="not both"):
         UNetConfig(num_classes=10, text_conditioning=True)
 
