@@ -16,7 +16,12 @@ import torch
 
 def cmd_doctor(args) -> int:
     from ddpm_lessons import __version__
-    from ddpm_lessons.checkpoints import PRETRAINED_MNIST
+    from ddpm_lessons.checkpoints import (
+        PRETRAINED_AUTOENCODER,
+        PRETRAINED_LATENT_TEXT,
+        PRETRAINED_MNIST,
+        PRETRAINED_SR7,
+    )
     from ddpm_lessons.data import BUNDLED_MNIST, DEBIAN_FASHION_MNIST
     from ddpm_lessons.metrics import CLASSIFIER_PATH
     from ddpm_lessons.utils import get_device, is_fast, is_offline
@@ -49,11 +54,17 @@ def cmd_doctor(args) -> int:
         f"metrics classifier: {CLASSIFIER_PATH}",
         "python benchmarks/train_classifier.py",
     )
-    line(
-        PRETRAINED_MNIST.exists(),
-        f"pretrained MNIST model (lessons 04-06, the demo): {PRETRAINED_MNIST}",
-        "it ships with the repository: install from a clone; data/checkpoints/README.md says how to retrain it",
-    )
+    for path, what in (
+        (PRETRAINED_MNIST, "pretrained MNIST model (lessons 04-07, the demo)"),
+        (PRETRAINED_SR7, "super-resolution model (lesson 07)"),
+        (PRETRAINED_AUTOENCODER, "autoencoder (lesson 08)"),
+        (PRETRAINED_LATENT_TEXT, "latent text model (lesson 08)"),
+    ):
+        line(
+            path.exists(),
+            f"{what}: {path}",
+            "it ships with the repository: install from a clone; data/checkpoints/README.md says how to retrain it",
+        )
     full = (BUNDLED_MNIST.parent / "MNIST" / "raw" / "train-images-idx3-ubyte").exists()
     line(
         True if full else None,
