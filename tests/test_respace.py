@@ -3,12 +3,12 @@ Checked by its defining property and by sampling with exact eps-predictors, whos
 
 import pytest
 import torch
+from test_inpainting import exact_eps as two_pixel_gaussian_eps
+from test_samplers import MU, STD, gaussian_eps
 
 from ddpm_lessons.inpainting import repaint
 from ddpm_lessons.samplers import ddim_timesteps, respace, sample_ddim, sample_ddpm
 from ddpm_lessons.schedules import NoiseSchedule
-from tests.test_inpainting import exact_eps as two_pixel_gaussian_eps
-from tests.test_samplers import MU, STD, gaussian_eps
 
 S = NoiseSchedule.make("linear", 1000)
 
