@@ -78,6 +78,47 @@ def timestep_embedding(t: torch.Tensor, dim: int, max_period: float = 10_000.0) 
     return torch.cat([torch.sin(angles), torch.cos(angles)], dim=1)  # (B, dim)
 
 
+class _GroupNormSiLU(torch.autograd.Function):
+    """silu(group_norm(x)) that keeps only x for the backward pass and recomputes the rest.
+
+    The plain composition keeps three tensors per block for the backward pass: GroupNorm's input,
+    its output (SiLU's input) and SiLU's output (the next conv's input). This one drops the middle
+    one and recomputes it from x and the saved per-group mean and 1/std, which costs one cheap
+    elementwise pass and saves about a third of the network's activation memory in training.
+    Same values and gradients as ``F.silu(F.group_norm(x, groups, weight, bias, eps))`` (tested).
+    """
+
+    @staticmethod
+    @torch.amp.custom_fwd(device_type="cuda", cast_inputs=torch.float32)  # autocast runs GroupNorm in fp32
+    def forward(ctx, x, weight, bias, groups: int, eps: float):
+        N, C = x.shape[:2]
+        x = x.contiguous()
+        normed, mean, rstd = torch.ops.aten.native_group_norm(x, weight, bias, N, C, x[0, 0].numel(), groups, eps)
+        ctx.save_for_backward(x, weight, bias, mean, rstd)
+        ctx.groups, ctx.eps = groups, eps
+        return F.silu(normed)
+
+    @staticmethod
+    @torch.amp.custom_bwd(device_type="cuda")
+    def backward(ctx, grad_out):
+        x, weight, bias, mean, rstd = ctx.saved_tensors
+        N, C = x.shape[:2]
+        normed = torch.ops.aten.native_group_norm(x, weight, bias, N, C, x[0, 0].numel(), ctx.groups, ctx.eps)[0]
+        grad_normed = torch.ops.aten.silu_backward(grad_out.contiguous(), normed)
+        del normed
+        grad_x, grad_w, grad_b = torch.ops.aten.native_group_norm_backward(
+            grad_normed, x, mean, rstd, weight, N, C, x[0, 0].numel(), ctx.groups, list(ctx.needs_input_grad[:3])
+        )
+        return grad_x, grad_w, grad_b, None, None
+
+
+def norm_silu(norm: nn.GroupNorm, x: torch.Tensor) -> torch.Tensor:
+    """``F.silu(norm(x))``, computed with less activation memory when gradients are needed."""
+    if torch.is_grad_enabled() and (x.requires_grad or norm.weight.requires_grad):
+        return _GroupNormSiLU.apply(x, norm.weight, norm.bias, norm.num_groups, norm.eps)
+    return F.silu(norm(x))
+
+
 class ResBlock(nn.Module):
     """GroupNorm-SiLU-conv, add the projected embedding, GroupNorm-SiLU-dropout-conv, plus a skip."""
 
@@ -92,9 +133,9 @@ class ResBlock(nn.Module):
         self.skip = nn.Conv2d(in_ch, out_ch, 1) if in_ch != out_ch else nn.Identity()
 
     def forward(self, x: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
-        h = self.conv1(F.silu(self.norm1(x)))  # (B, out_ch, H, W)
+        h = self.conv1(norm_silu(self.norm1, x))  # conv1(silu(norm1(x))): (B, out_ch, H, W)
         h = h + self.emb_proj(F.silu(emb))[:, :, None, None]  # time (and class) shift, per channel
-        h = self.conv2(self.dropout(F.silu(self.norm2(h))))
+        h = self.conv2(self.dropout(norm_silu(self.norm2, h)))
         return self.skip(x) + h
 
 
@@ -270,7 +311,7 @@ class UNet(nn.Module):
                 h = torch.cat([h, skips.pop()], dim=1)  # the skip connection
             for layer in layers:
                 h = layer(h, emb) if isinstance(layer, ResBlock) else layer(h)
-        return self.conv_out(F.silu(self.norm_out(h)))  # (B, C, H, W)
+        return self.conv_out(norm_silu(self.norm_out, h))  # (B, C, H, W)
 
 
 def count_parameters(model: nn.Module) -> int:

@@ -4,8 +4,9 @@ import math
 
 import pytest
 import torch
+import torch.nn.functional as F
 
-from ddpm_lessons.unet import UNet, UNetConfig, count_parameters, timestep_embedding
+from ddpm_lessons.unet import UNet, UNetConfig, count_parameters, norm_silu, timestep_embedding
 
 
 def test_timestep_embedding_matches_the_formula():
@@ -80,3 +81,60 @@ def test_errors_name_the_problem():
     cond = UNet(UNetConfig(base_channels=8, groups=4, num_classes=10))
     with pytest.raises(ValueError, match=r"labels must lie in 0\.\.9"):
         cond(torch.randn(1, 1, 28, 28), torch.tensor([0]), torch.tensor([10]))
+
+
+def _saved_bytes(fn) -> int:
+    """Bytes of the tensors autograd keeps for the backward pass of fn() (each storage once)."""
+    storages = {}
+
+    def pack(tensor):
+        storages[tensor.untyped_storage().data_ptr()] = tensor.untyped_storage().nbytes()
+        return tensor
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
+        fn()
+    return sum(storages.values())
+
+
+def test_norm_silu_matches_the_plain_composition_in_values_and_gradients():
+    torch.manual_seed(0)
+    norm = torch.nn.GroupNorm(4, 16).double()
+    torch.nn.init.normal_(norm.weight)
+    torch.nn.init.normal_(norm.bias)
+    x = torch.randn(3, 16, 5, 6, dtype=torch.float64, requires_grad=True)
+    fused, plain = norm_silu(norm, x), F.silu(F.group_norm(x, 4, norm.weight, norm.bias, norm.eps))
+    torch.testing.assert_close(fused, plain)
+    upstream = torch.randn_like(plain)
+    grads_fused = torch.autograd.grad(fused, [x, norm.weight, norm.bias], upstream)
+    grads_plain = torch.autograd.grad(plain, [x, norm.weight, norm.bias], upstream)
+    for a, b in zip(grads_fused, grads_plain, strict=True):
+        torch.testing.assert_close(a, b)
+    assert torch.autograd.gradcheck(lambda x, w, b: norm_silu(norm, x), (x, norm.weight, norm.bias))
+    with torch.no_grad():
+        torch.testing.assert_close(norm_silu(norm, x), plain)
+
+
+def test_norm_silu_keeps_a_third_less_for_the_backward_pass():
+    torch.manual_seed(0)
+    norm, conv = torch.nn.GroupNorm(8, 32), torch.nn.Conv2d(32, 32, 3, padding=1)
+    x = torch.randn(8, 32, 14, 14, requires_grad=True)
+    fused = _saved_bytes(lambda: conv(norm_silu(norm, x)))
+    plain = _saved_bytes(lambda: conv(F.silu(norm(x))))
+    activation = x.numel() * 4
+    assert plain >= 3 * activation  # group norm's input, silu's input, conv's input
+    assert fused <= plain - activation + 4096  # silu's input is recomputed instead of kept
+
+
+def test_the_unet_keeps_less_for_backward_than_diffusers_at_the_same_layout():
+    diffusers = pytest.importorskip("diffusers")
+    torch.manual_seed(0)
+    ours = UNet(UNetConfig())
+    theirs = diffusers.UNet2DModel(
+        sample_size=28, in_channels=1, out_channels=1, block_out_channels=(32, 64, 64), layers_per_block=1,
+        down_block_types=("DownBlock2D", "DownBlock2D", "AttnDownBlock2D"),
+        up_block_types=("AttnUpBlock2D", "UpBlock2D", "UpBlock2D"), norm_num_groups=8, dropout=0.1,
+    )  # fmt: skip
+    assert count_parameters(ours) == count_parameters(theirs)
+    x, t = torch.randn(4, 1, 28, 28), torch.randint(0, 1000, (4,))
+    ratio = _saved_bytes(lambda: ours(x, t)) / _saved_bytes(lambda: theirs(x, t).sample)
+    assert ratio < 0.8
