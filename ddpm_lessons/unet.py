@@ -81,10 +81,10 @@ def timestep_embedding(t: torch.Tensor, dim: int, max_period: float = 10_000.0) 
 class _GroupNormSiLU(torch.autograd.Function):
     """silu(group_norm(x)) that keeps only x for the backward pass and recomputes the rest.
 
-    The plain composition keeps three tensors per block for the backward pass: GroupNorm's input,
-    its output (SiLU's input) and SiLU's output (the next conv's input). This one drops the middle
-    one and recomputes it from x and the saved per-group mean and 1/std, which costs one cheap
-    elementwise pass and saves about a third of the network's activation memory in training.
+    The plain composition keeps three tensors of the block's size for the backward pass: GroupNorm's
+    input, its output (SiLU's input) and SiLU's output (the next conv's input). This one drops the
+    middle one and recomputes it from x in the backward pass, one more GroupNorm pass per block,
+    which cuts what the course U-Net keeps for training by a quarter (722 -> 539 MiB at batch 128).
     Same values and gradients as ``F.silu(F.group_norm(x, groups, weight, bias, eps))`` (tested).
     """
 

@@ -112,6 +112,9 @@ def test_norm_silu_matches_the_plain_composition_in_values_and_gradients():
     assert torch.autograd.gradcheck(lambda x, w, b: norm_silu(norm, x), (x, norm.weight, norm.bias))
     with torch.no_grad():
         torch.testing.assert_close(norm_silu(norm, x), plain)
+    frozen = torch.nn.GroupNorm(4, 16).double().requires_grad_(False)  # e.g. gradients for x only
+    (grad_x,) = torch.autograd.grad(norm_silu(frozen, x), [x], upstream)
+    torch.testing.assert_close(grad_x, torch.autograd.grad(F.silu(frozen(x)), [x], upstream)[0])
 
 
 def test_norm_silu_keeps_a_third_less_for_the_backward_pass():
