@@ -78,8 +78,16 @@ def timestep_embedding(t: torch.Tensor, dim: int, max_period: float = 10_000.0) 
     return torch.cat([torch.sin(angles), torch.cos(angles)], dim=1)  # (B, dim)
 
 
+def _sizes(x: torch.Tensor) -> tuple[int, int, int]:
+    """(N, C, H * W): the sizes ATen's group-norm kernels take."""
+    return x.shape[0], x.shape[1], x.shape[2:].numel()
+
+
 class _GroupNormSiLU(torch.autograd.Function):
     """silu(group_norm(x)) that keeps only x for the backward pass and recomputes the rest.
+
+    GroupNorm: Wu & He 2018, Sec. 3.1 (mean and variance over each group of channels); SiLU(a) = a sigmoid(a):
+    Elfwing et al. 2018 (Ho et al. 2020's networks use both, Appendix B).
 
     The plain composition keeps three tensors of the block's size for the backward pass: GroupNorm's
     input, its output (SiLU's input) and SiLU's output (the next conv's input). This one drops the
@@ -91,9 +99,8 @@ class _GroupNormSiLU(torch.autograd.Function):
     @staticmethod
     @torch.amp.custom_fwd(device_type="cuda", cast_inputs=torch.float32)  # autocast runs GroupNorm in fp32
     def forward(ctx, x, weight, bias, groups: int, eps: float):
-        N, C = x.shape[:2]
         x = x.contiguous()
-        normed, mean, rstd = torch.ops.aten.native_group_norm(x, weight, bias, N, C, x[0, 0].numel(), groups, eps)
+        normed, mean, rstd = torch.ops.aten.native_group_norm(x, weight, bias, *_sizes(x), groups, eps)
         ctx.save_for_backward(x, weight, bias, mean, rstd)
         ctx.groups, ctx.eps = groups, eps
         return F.silu(normed)
@@ -102,12 +109,11 @@ class _GroupNormSiLU(torch.autograd.Function):
     @torch.amp.custom_bwd(device_type="cuda")
     def backward(ctx, grad_out):
         x, weight, bias, mean, rstd = ctx.saved_tensors
-        N, C = x.shape[:2]
-        normed = torch.ops.aten.native_group_norm(x, weight, bias, N, C, x[0, 0].numel(), ctx.groups, ctx.eps)[0]
+        normed = torch.ops.aten.native_group_norm(x, weight, bias, *_sizes(x), ctx.groups, ctx.eps)[0]
         grad_normed = torch.ops.aten.silu_backward(grad_out.contiguous(), normed)
-        del normed
+        del normed  # free it before GroupNorm's backward allocates its gradients
         grad_x, grad_w, grad_b = torch.ops.aten.native_group_norm_backward(
-            grad_normed, x, mean, rstd, weight, N, C, x[0, 0].numel(), ctx.groups, list(ctx.needs_input_grad[:3])
+            grad_normed, x, mean, rstd, weight, *_sizes(x), ctx.groups, list(ctx.needs_input_grad[:3])
         )
         return grad_x, grad_w, grad_b, None, None
 
