@@ -31,13 +31,14 @@ p.add_argument("--batch-size", type=int, default=64)
 p.add_argument("--lr", type=float, default=1e-3)
 p.add_argument("--ema-decay", type=float, default=0.999)
 p.add_argument("--base-channels", type=int, default=32)
+p.add_argument("--dropout", type=float, default=0.1, help="inside the residual blocks (UNetConfig.dropout)")
 p.add_argument("--sample-batch", type=int, default=50, help="CPU forward passes are fastest at batch ~64-100")
 p.add_argument("--seed", type=int, default=0)
 p.add_argument("--out", default="runs/quality_per_cpu_minute")
 args = p.parse_args()
 
 x, y = load_mnist("train", source="bundled")
-model_config = UNetConfig(base_channels=args.base_channels, num_classes=10)
+model_config = UNetConfig(base_channels=args.base_channels, num_classes=10, dropout=args.dropout)
 train_config = TrainConfig(
     steps=10**9, batch_size=args.batch_size, lr=args.lr, warmup_steps=200, ema_decay=args.ema_decay,
     checkpoint_every=10**9, log_every=100, seed=args.seed,

@@ -14,6 +14,12 @@ Memory is measured twice, each the median of --memory-repeats subprocesses: with
 malloc, whose peak also counts freed memory that malloc keeps for reuse (it varies by 10% from run
 to run), and with MALLOC_MMAP_THRESHOLD_=131072, which returns every freed block over 128 KiB to
 the system, so that the peak is what the training step actually holds.
+
+Ceiling: one more training step of each, under torch.profiler, splits the time into the
+convolutions (oneDNN's kernels, forward and backward, the same for both networks) and everything
+else. If everything but the convolutions took no time at all, ours could be at most
+(diffusers' total) / (our convolution time) times as fast: the best any rewrite around the same
+convolutions can reach.
 """
 
 import argparse
@@ -64,6 +70,21 @@ def train_steps(model, opt, batch: int, steps: int) -> float:
     return batch * steps / (time.perf_counter() - start)
 
 
+CONVOLUTION_OPS = ("aten::mkldnn_convolution", "aten::convolution_backward", "aten::_convolution", "aten::convolution")
+
+
+def profile_step(model, opt, batch: int) -> tuple[float, float]:
+    """(total, convolution) seconds of one training step, from the profiler's self times."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        train_steps(model, opt, batch, 1)
+    events = prof.key_averages()
+    total = sum(e.self_cpu_time_total for e in events) / 1e6
+    conv = sum(e.self_cpu_time_total for e in events if e.key in CONVOLUTION_OPS) / 1e6
+    return total, conv
+
+
 def _status_kib(field: str) -> int:
     with open("/proc/self/status") as f:
         line = next(line for line in f if line.startswith(field + ":"))
@@ -101,6 +122,7 @@ def main() -> None:
     for _ in range(args.rounds):
         for name in models:
             speeds[name].append(train_steps(models[name], opts[name], args.batch, args.steps))
+    profiled = {name: profile_step(models[name], opts[name], args.batch) for name in models}
     modes = {"default malloc": {}, "freed memory returned": {"MALLOC_MMAP_THRESHOLD_": "131072"}}
     memory = {(name, mode): [] for name in models for mode in modes}
     for _ in range(args.memory_repeats):
@@ -119,7 +141,13 @@ def main() -> None:
         print(f"{name:10s} params {params[name]:,}  images/s median {med[name]:6.1f} (rounds: {rounds})")
         for mode in modes:
             print(f"{'':10s} peak memory above baseline, {mode}: {memory[name, mode]:.0f} MiB")
-    print(f"speed ratio ours/diffusers: {med['ours'] / med['diffusers']:.2f}x (target >= 1.5x)")
+        total, conv = profiled[name]
+        print(f"{'':10s} profiled step {total:.2f} s, of which convolutions {conv:.2f} s ({conv / total:.0%})")
+    paired = [a / b for a, b in zip(speeds["ours"], speeds["diffusers"], strict=True)]
+    print(f"speed ratio ours/diffusers: {med['ours'] / med['diffusers']:.2f}x (target >= 1.5x); "
+          f"per round: {', '.join(f'{r:.2f}' for r in paired)}")  # fmt: skip
+    ceiling = profiled["diffusers"][0] / profiled["ours"][1]
+    print(f"ceiling with the same convolutions (diffusers' step / our convolution time): {ceiling:.2f}x")
     for mode in modes:
         ratio = memory["ours", mode] / memory["diffusers", mode]
         print(f"memory ratio ours/diffusers, {mode}: {ratio:.2f}x (target <= 1.0x)")

@@ -247,7 +247,7 @@ def cmd_evaluate(args) -> int:
         if "images" not in f:
             raise SystemExit(f"{path} has no 'images' array; it was not written by `sample`")
         images, labels = f["images"], f["labels"] if "labels" in f else None
-    print(json.dumps(evaluate_samples(images, labels, seed=args.seed), indent=2))
+    print(json.dumps(evaluate_samples(images, labels, seed=args.seed, floor_draws=args.floor_draws), indent=2))
     return 0
 
 
@@ -312,7 +312,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     e = sub.add_parser("evaluate", help="conditional accuracy and Frechet distance of samples, as JSON")
     e.add_argument("--samples", required=True, type=Path)
-    e.add_argument("--seed", type=int, default=0)
+    e.add_argument("--seed", type=int, default=0, help="seed of the first draw of real digits for the floor")
+    e.add_argument("--floor-draws", type=int, default=10, help="draws of n real digits averaged into the floor")
     return p
 
 

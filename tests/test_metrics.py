@@ -62,6 +62,30 @@ def test_evaluate_real_digits_sits_at_the_floor_and_noise_far_above():
         evaluate_samples(torch.zeros(4, 3, 28, 28))
 
 
+def test_floor_is_the_mean_of_independent_draws_with_their_spread():
+    """The floor is recomputed here draw by draw, from the classifier's features of the drawn digits."""
+    x_train, _ = load_mnist("train", source="bundled")
+    x_ref, _ = load_mnist("test", source="bundled")
+    classifier = load_classifier().requires_grad_(False)
+    ref = classifier.features(x_ref)
+    images = torch.rand(300, 1, 28, 28) * 2 - 1
+    out = evaluate_samples(images, classifier=classifier, seed=5, floor_draws=3)
+    by_hand = []
+    for k in range(3):
+        idx = torch.randperm(len(x_train), generator=torch.Generator().manual_seed(5 + k))[:300]
+        by_hand.append(frechet_distance(classifier.features(x_train[idx]), ref))
+    by_hand = torch.tensor(by_hand, dtype=torch.float64)
+    assert out["floor_draws"] == 3 and len(set(by_hand.tolist())) == 3  # three different draws
+    assert out["frechet_distance_real_vs_real"] == pytest.approx(by_hand.mean().item(), rel=1e-6)
+    assert out["frechet_distance_real_vs_real_sd"] == pytest.approx(by_hand.std().item(), rel=1e-6)
+    assert out["frechet_ratio"] == pytest.approx(out["frechet_distance"] / by_hand.mean().item(), rel=1e-6)
+    one = evaluate_samples(images, classifier=classifier, seed=5, floor_draws=1)
+    assert one["frechet_distance_real_vs_real"] == pytest.approx(by_hand[0].item(), rel=1e-6)
+    assert one["frechet_distance_real_vs_real_sd"] == 0.0
+    with pytest.raises(ValueError, match="floor_draws must be at least 1"):
+        evaluate_samples(images, floor_draws=0)
+
+
 def test_diversity_is_the_mean_within_class_distance():
     feats = torch.tensor([[0.0, 0.0], [3.0, 4.0], [10.0, 10.0], [10.0, 10.0]])
     # class 0: one pair at distance 5; class 1: two identical samples (a collapse) at distance 0
