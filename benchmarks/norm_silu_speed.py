@@ -1,10 +1,13 @@
-"""Does `unet.norm_silu` (recompute GroupNorm in the backward pass) slow training down?
+"""How fast does training run with `fused.norm_silu` against the plain composition it replaces?
 
     python benchmarks/norm_silu_speed.py [--batch 64] [--rounds 5] [--steps 10]
 
-One Trainer (the shipped model's recipe) trains in alternating rounds with `norm_silu` and with the
-plain `F.silu(norm(x))` patched in its place, so that machine load hits both alike; prints the median
-images/s of each and the ratio. The two compute the same values (tests/test_unet.py).
+One Trainer (the shipped model's recipe, dropout 0.1) trains in alternating rounds with three versions of
+the residual block's dropout(silu(group_norm(x))), patched in as `unet.norm_silu`, so that machine load
+hits all alike: `fused` (the package's: GroupNorm recomputed in the backward pass, dropout in place with
+its cheaper mask), `plain` (F.dropout(F.silu(norm(x)), p), what PyTorch's modules do), and `no dropout`
+(F.silu(norm(x)): what dropout costs at most). Prints the median images/s of each and the ratios. The
+first two compute the same function (tests/test_unet.py).
 """
 
 import argparse
@@ -24,7 +27,11 @@ p.add_argument("--rounds", type=int, default=5)
 p.add_argument("--steps", type=int, default=10)
 args = p.parse_args()
 
-variants = {"norm_silu": unet.norm_silu, "plain": lambda norm, x: F.silu(norm(x))}
+variants = {
+    "fused": unet.norm_silu,
+    "plain": lambda norm, x, dropout=0.0: F.dropout(F.silu(norm(x)), dropout),
+    "no dropout": lambda norm, x, dropout=0.0: F.silu(norm(x)),
+}
 x, y = load_mnist("train", source="bundled")
 recipe = TrainConfig(steps=10**9, batch_size=args.batch, lr=1e-3, warmup_steps=200, ema_decay=0.999,
                      checkpoint_every=10**9, log_every=10**9, seed=0)  # fmt: skip
@@ -42,4 +49,6 @@ for _ in range(args.rounds):
 for name, values in speeds.items():
     rounds = ", ".join(f"{v:.1f}" for v in values)
     print(f"{name:10s} images/s median {statistics.median(values):6.1f} (rounds: {rounds})")
-print(f"ratio norm_silu/plain: {statistics.median(speeds['norm_silu']) / statistics.median(speeds['plain']):.2f}x")
+med = {name: statistics.median(values) for name, values in speeds.items()}
+print(f"ratio fused/plain: {med['fused'] / med['plain']:.2f}x")
+print(f"ratio no dropout/plain: {med['no dropout'] / med['plain']:.2f}x")

@@ -6,7 +6,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from ddpm_lessons.unet import UNet, UNetConfig, count_parameters, norm_silu, timestep_embedding
+from ddpm_lessons.fused import dropout_keep_mask, norm_silu
+from ddpm_lessons.unet import UNet, UNetConfig, count_parameters, timestep_embedding
 
 
 def test_timestep_embedding_matches_the_formula():
@@ -115,6 +116,72 @@ def test_norm_silu_matches_the_plain_composition_in_values_and_gradients():
     frozen = torch.nn.GroupNorm(4, 16).double().requires_grad_(False)  # e.g. gradients for x only
     (grad_x,) = torch.autograd.grad(norm_silu(frozen, x), [x], upstream)
     torch.testing.assert_close(grad_x, torch.autograd.grad(F.silu(frozen(x)), [x], upstream)[0])
+
+
+def test_dropout_keep_mask_keeps_each_element_independently_with_probability_1_minus_p():
+    torch.manual_seed(0)
+    n = 4_000_000
+    for p in (0.1, 0.5, 0.9):
+        keep = dropout_keep_mask((n,), p).float()
+        tol = 5 * (p * (1 - p) / n) ** 0.5  # five standard errors of a binomial proportion
+        assert abs(keep.mean().item() - (1 - p)) < tol + 1 / 32768  # p is rounded to a multiple of 1/32768
+        for k in range(4):  # the four 16-bit pieces of each 64-bit draw, the top one included
+            assert abs(keep[k::4].mean().item() - (1 - p)) < 2 * tol + 1 / 32768
+        both = (keep[:-1] * keep[1:]).mean().item()  # neighbours, mostly from the same draw
+        assert abs(both - (1 - p) ** 2) < 2 * tol
+    assert dropout_keep_mask((3, 5, 7), 0.0).all() and dropout_keep_mask((3, 5, 7), 0.5).shape == (3, 5, 7)
+    torch.manual_seed(1)
+    first = dropout_keep_mask((1000,), 0.3)
+    torch.manual_seed(1)
+    assert torch.equal(first, dropout_keep_mask((1000,), 0.3))  # the default generator's seed fixes it
+    with pytest.raises(ValueError, match=r"\[0, 1\)"):
+        dropout_keep_mask((10,), 1.0)
+
+
+def test_norm_silu_with_dropout_matches_the_plain_composition_with_the_same_mask():
+    torch.manual_seed(0)
+    norm = torch.nn.GroupNorm(4, 16).double()
+    torch.nn.init.normal_(norm.weight)
+    torch.nn.init.normal_(norm.bias)
+    x = torch.randn(3, 16, 5, 6, dtype=torch.float64, requires_grad=True)
+    p = 0.3
+    torch.manual_seed(7)
+    fused = norm_silu(norm, x, dropout=p)
+    torch.manual_seed(7)
+    keep = dropout_keep_mask(x.shape, p)
+    assert 0 < keep.sum() < keep.numel()
+    plain = F.silu(F.group_norm(x, 4, norm.weight, norm.bias, norm.eps)) * keep / (1 - p)
+    torch.testing.assert_close(fused, plain)
+    upstream = torch.randn_like(plain)
+    grads_fused = torch.autograd.grad(fused, [x, norm.weight, norm.bias], upstream)
+    grads_plain = torch.autograd.grad(plain, [x, norm.weight, norm.bias], upstream)
+    for a, b in zip(grads_fused, grads_plain, strict=True):
+        torch.testing.assert_close(a, b)
+
+    def seeded(x, w, b):  # the same mask at every call, so that finite differences see one function
+        torch.manual_seed(7)
+        return norm_silu(norm, x, dropout=p)
+
+    assert torch.autograd.gradcheck(seeded, (x, norm.weight, norm.bias))
+    with torch.no_grad():  # the path without autograd draws the same mask
+        torch.manual_seed(7)
+        torch.testing.assert_close(norm_silu(norm, x, dropout=p), plain)
+    # Monte Carlo: inverted dropout leaves the mean unchanged
+    mean = torch.stack([norm_silu(norm, x, dropout=p).detach() for _ in range(4000)]).mean(0)
+    torch.testing.assert_close(mean, F.silu(norm(x)).detach(), atol=0.05, rtol=0.05)
+
+
+def test_the_unet_drops_out_only_in_training_mode():
+    model = UNet(UNetConfig(base_channels=8, channel_mults=(1, 2), attention_resolutions=(), dropout=0.5))
+    x, t = torch.randn(2, 1, 28, 28), torch.tensor([3, 500])
+    torch.nn.init.normal_(model.conv_out.weight, std=0.1)  # the output starts at zero otherwise
+    model.eval()
+    assert torch.equal(model(x, t), model(x, t))
+    model.train()
+    torch.manual_seed(0)
+    a = model(x, t)
+    torch.manual_seed(0)
+    assert torch.equal(a, model(x, t)) and not torch.equal(a, model(x, t))
 
 
 def test_norm_silu_keeps_a_third_less_for_the_backward_pass():
