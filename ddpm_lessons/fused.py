@@ -28,9 +28,12 @@ def dropout_keep_mask(shape: torch.Size | tuple[int, ...], p: float, device=None
     ``random_()`` (63 random bits) is cut into four 16-bit integers whose top bit is cleared, leaving four
     uniform integers u in 0..32767; an element is kept where u >= round(p * 32768). So p is rounded to a
     multiple of 1/32768 (0.1 becomes 0.100006). Draws from the default generator, like ``nn.Dropout``.
+    On a GPU, whose generator is fast, it draws one uniform number per element.
     """
     if not 0.0 <= p < 1.0:
         raise ValueError(f"dropout probability must be in [0, 1), got {p}")
+    if torch.device(device or "cpu").type != "cpu":
+        return torch.rand(shape, device=device) >= p
     n = math.prod(shape)
     words = torch.empty((n + 3) // 4, dtype=torch.int64, device=device).random_()  # uniform in 0..2**63 - 1
     u = words.view(torch.int16)[:n].bitwise_and_(0x7FFF)  # (n,) uniform in 0..32767 (byte order does not matter)
