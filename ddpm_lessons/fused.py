@@ -1,9 +1,10 @@
 """GroupNorm, SiLU and dropout as one autograd step, for training the U-Net with less memory and time.
 
-Nothing here is new mathematics: ``norm_silu(norm, x, p)`` equals ``F.dropout(F.silu(norm(x)), p)``
-(tested value for value and gradient for gradient). It keeps fewer tensors for the backward pass and
-draws the dropout mask with fewer calls to the random number generator; ``unet.ResBlock`` uses it,
-and lesson 03 explains why the learner's plain block and the package's agree.
+Nothing here is new mathematics: ``norm_silu(norm, x, p)`` is ``F.dropout(F.silu(norm(x)), p)``, and
+with the same dropout mask it agrees value for value and gradient for gradient (tested). It keeps
+fewer tensors for the backward pass and draws the dropout mask with fewer calls to the random number
+generator; ``unet.ResBlock`` uses it, and lesson 03 explains why the learner's plain block and the
+package's agree.
 """
 
 from __future__ import annotations
