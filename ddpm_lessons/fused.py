@@ -52,7 +52,7 @@ class _GroupNormSiLU(torch.autograd.Function):
     middle one and recomputes it from x in the backward pass, one more GroupNorm pass per block,
     which cuts what the course U-Net keeps for training by a quarter (722 -> 539 MiB at batch 128).
     Dropout (p > 0) is applied in place with ``dropout_keep_mask``, so it allocates no tensor of its own
-    beyond the bool mask. Same values and gradients as
+    beyond the bool mask (539 -> 492 MiB). Same values and gradients as
     ``F.dropout(F.silu(F.group_norm(x, groups, weight, bias, eps)), p)`` with the same mask (tested).
     """
 
