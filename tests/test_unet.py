@@ -97,25 +97,45 @@ def _saved_bytes(fn) -> int:
     return sum(storages.values())
 
 
-def test_norm_silu_matches_the_plain_composition_in_values_and_gradients():
+@pytest.mark.parametrize("p", [0.0, 0.3])
+def test_norm_silu_matches_the_plain_composition_with_the_same_mask(p):
     torch.manual_seed(0)
     norm = torch.nn.GroupNorm(4, 16).double()
     torch.nn.init.normal_(norm.weight)
     torch.nn.init.normal_(norm.bias)
-    x = torch.randn(3, 16, 5, 6, dtype=torch.float64, requires_grad=True)
-    fused, plain = norm_silu(norm, x), F.silu(F.group_norm(x, 4, norm.weight, norm.bias, norm.eps))
-    torch.testing.assert_close(fused, plain)
-    upstream = torch.randn_like(plain)
-    grads_fused = torch.autograd.grad(fused, [x, norm.weight, norm.bias], upstream)
-    grads_plain = torch.autograd.grad(plain, [x, norm.weight, norm.bias], upstream)
-    for a, b in zip(grads_fused, grads_plain, strict=True):
-        torch.testing.assert_close(a, b)
-    assert torch.autograd.gradcheck(lambda x, w, b: norm_silu(norm, x), (x, norm.weight, norm.bias))
-    with torch.no_grad():
-        torch.testing.assert_close(norm_silu(norm, x), plain)
     frozen = torch.nn.GroupNorm(4, 16).double().requires_grad_(False)  # e.g. gradients for x only
-    (grad_x,) = torch.autograd.grad(norm_silu(frozen, x), [x], upstream)
-    torch.testing.assert_close(grad_x, torch.autograd.grad(F.silu(frozen(x)), [x], upstream)[0])
+    x = torch.randn(3, 16, 5, 6, dtype=torch.float64, requires_grad=True)
+    torch.manual_seed(7)
+    keep = dropout_keep_mask(x.shape, p)
+    assert p == 0 or 0 < keep.sum() < keep.numel()
+
+    def fused(x, norm=norm):  # reseeded, so that every call (finite differences too) draws the same mask
+        torch.manual_seed(7)
+        return norm_silu(norm, x, dropout=p)
+
+    def plain(x, norm=norm):
+        return F.silu(F.group_norm(x, 4, norm.weight, norm.bias, norm.eps)) * keep / (1 - p)
+
+    torch.testing.assert_close(fused(x), plain(x))
+    upstream = torch.randn_like(x)
+    for model in (norm, frozen):
+        inputs = [x, *(q for q in (model.weight, model.bias) if q.requires_grad)]
+        grads_fused = torch.autograd.grad(fused(x, model), inputs, upstream)
+        grads_plain = torch.autograd.grad(plain(x, model), inputs, upstream)
+        for a, b in zip(grads_fused, grads_plain, strict=True):
+            torch.testing.assert_close(a, b)
+    assert torch.autograd.gradcheck(lambda x, w, b: fused(x), (x, norm.weight, norm.bias))
+    with torch.no_grad():  # the path without autograd draws the same mask
+        torch.testing.assert_close(fused(x), plain(x))
+
+
+def test_dropout_in_norm_silu_leaves_the_mean_unchanged():
+    """Monte Carlo: inverted dropout scales the kept elements by 1 / (1 - p), so E[out] = silu(norm(x))."""
+    torch.manual_seed(0)
+    norm = torch.nn.GroupNorm(4, 16)
+    x = torch.randn(3, 16, 5, 6, requires_grad=True)
+    mean = torch.stack([norm_silu(norm, x, dropout=0.3).detach() for _ in range(4000)]).mean(0)
+    torch.testing.assert_close(mean, F.silu(norm(x)).detach(), atol=0.05, rtol=0.05)
 
 
 def test_dropout_keep_mask_keeps_each_element_independently_with_probability_1_minus_p():
@@ -136,39 +156,6 @@ def test_dropout_keep_mask_keeps_each_element_independently_with_probability_1_m
     assert torch.equal(first, dropout_keep_mask((1000,), 0.3))  # the default generator's seed fixes it
     with pytest.raises(ValueError, match=r"\[0, 1\)"):
         dropout_keep_mask((10,), 1.0)
-
-
-def test_norm_silu_with_dropout_matches_the_plain_composition_with_the_same_mask():
-    torch.manual_seed(0)
-    norm = torch.nn.GroupNorm(4, 16).double()
-    torch.nn.init.normal_(norm.weight)
-    torch.nn.init.normal_(norm.bias)
-    x = torch.randn(3, 16, 5, 6, dtype=torch.float64, requires_grad=True)
-    p = 0.3
-    torch.manual_seed(7)
-    fused = norm_silu(norm, x, dropout=p)
-    torch.manual_seed(7)
-    keep = dropout_keep_mask(x.shape, p)
-    assert 0 < keep.sum() < keep.numel()
-    plain = F.silu(F.group_norm(x, 4, norm.weight, norm.bias, norm.eps)) * keep / (1 - p)
-    torch.testing.assert_close(fused, plain)
-    upstream = torch.randn_like(plain)
-    grads_fused = torch.autograd.grad(fused, [x, norm.weight, norm.bias], upstream)
-    grads_plain = torch.autograd.grad(plain, [x, norm.weight, norm.bias], upstream)
-    for a, b in zip(grads_fused, grads_plain, strict=True):
-        torch.testing.assert_close(a, b)
-
-    def seeded(x, w, b):  # the same mask at every call, so that finite differences see one function
-        torch.manual_seed(7)
-        return norm_silu(norm, x, dropout=p)
-
-    assert torch.autograd.gradcheck(seeded, (x, norm.weight, norm.bias))
-    with torch.no_grad():  # the path without autograd draws the same mask
-        torch.manual_seed(7)
-        torch.testing.assert_close(norm_silu(norm, x, dropout=p), plain)
-    # Monte Carlo: inverted dropout leaves the mean unchanged
-    mean = torch.stack([norm_silu(norm, x, dropout=p).detach() for _ in range(4000)]).mean(0)
-    torch.testing.assert_close(mean, F.silu(norm(x)).detach(), atol=0.05, rtol=0.05)
 
 
 def test_the_unet_drops_out_only_in_training_mode():
