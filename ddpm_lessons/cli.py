@@ -138,6 +138,7 @@ def cmd_train(args) -> int:
         grad_accum=args.grad_accum,
         lr=args.lr,
         warmup_steps=args.warmup,
+        lr_decay=args.lr_decay,
         ema_decay=args.ema_decay,
         label_dropout=args.label_dropout,
         amp=not args.no_amp,
@@ -276,6 +277,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--grad-accum", type=int, default=1)
     t.add_argument("--lr", type=float, default=2e-4)
     t.add_argument("--warmup", type=int, default=500)
+    t.add_argument("--lr-decay", choices=["none", "cosine"], default="none", help="cosine: down to 0 at --steps")
     t.add_argument("--ema-decay", type=float, default=0.9999)
     t.add_argument("--label-dropout", type=float, default=0.1)
     t.add_argument("--base-channels", type=int, default=32)

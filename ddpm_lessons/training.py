@@ -1,9 +1,10 @@
 """Training: Algorithm 1 of Ho et al. 2020 with the practical pieces around it.
 
-AdamW with a linear learning-rate warm-up, gradient clipping, an exponential moving average (EMA)
-of the weights (what we sample from), label dropout for classifier-free guidance, mixed precision
-on CUDA, gradient accumulation, optional ``torch.compile``, a progress bar, periodic sample grids,
-and checkpoints every N steps from which a run resumes exactly (see ``checkpoints``).
+AdamW with a linear learning-rate warm-up and an optional cosine decay, gradient clipping, an
+exponential moving average (EMA) of the weights (what we sample from), label dropout for
+classifier-free guidance, mixed precision on CUDA, gradient accumulation, optional ``torch.compile``,
+a progress bar, periodic sample grids, and checkpoints every N steps from which a run resumes
+exactly (see ``checkpoints``).
 """
 
 from __future__ import annotations
@@ -35,6 +36,8 @@ from ddpm_lessons.superres import conditioned
 from ddpm_lessons.unet import NO_LABEL, UNet, UNetConfig
 from ddpm_lessons.utils import get_device
 
+LR_DECAYS = ("none", "cosine")  # what TrainConfig.lr_decay accepts
+
 
 @dataclass
 class TrainConfig:
@@ -45,6 +48,7 @@ class TrainConfig:
     grad_accum: int = 1  # micro-batches per optimiser step
     lr: float = 2e-4  # peak learning rate of AdamW
     warmup_steps: int = 500  # linear warm-up from 0 to lr
+    lr_decay: str = "none"  # "none" keeps lr after the warm-up; "cosine" takes it down to 0 at `steps`
     weight_decay: float = 0.0
     grad_clip: float = 1.0  # max global gradient norm; 0 disables
     ema_decay: float = 0.9999  # EMA decay, warmed up as min(decay, (1 + step) / (10 + step))
@@ -106,6 +110,8 @@ class Trainer:
             raise ValueError(
                 "a model with cond_channels needs condition= (a function x0 -> cond image), and only such a model"
             )
+        if train_config.lr_decay not in LR_DECAYS:
+            raise ValueError(f"lr_decay must be one of {LR_DECAYS}, got {train_config.lr_decay!r}")
         self.schedule_config = schedule_config or ScheduleConfig()
         self.schedule = self.schedule_config.build()
         self.world = init_from_env()  # one process, or one of torchrun's N (see distributed.py)
@@ -248,14 +254,24 @@ class Trainer:
             eps_theta = self.forward(xt, t, y, cond)
         return ((eps - eps_theta.float()) ** 2).mean()  # line 5: || eps - eps_theta ||^2 (Eq. 14)
 
-    def lr_at(self, step: int) -> float:
-        return self.config.lr * min(1.0, (step + 1) / max(1, self.config.warmup_steps))
+    def lr_at(self, step: int, progress: float | None = None) -> float:
+        """The learning rate of optimiser step ``step``: the linear warm-up times, with lr_decay "cosine",
+        (1 + cos(pi * progress)) / 2 (Loshchilov & Hutter 2017, without restarts), where progress is the
+        share of the run done: step / steps unless given (a wall-clock budget passes its share of time).
+        The decay depends on ``steps``: resuming with more steps than planned raises the rate again.
+        """
+        warm = min(1.0, (step + 1) / max(1, self.config.warmup_steps))
+        if self.config.lr_decay == "none":
+            return self.config.lr * warm
+        progress = min(1.0, step / self.config.steps if progress is None else progress)
+        return self.config.lr * warm * 0.5 * (1.0 + math.cos(math.pi * progress))
 
-    def train_step(self) -> float:
-        """One optimiser step over ``grad_accum`` micro-batches; returns the mean loss."""
+    def train_step(self, progress: float | None = None) -> float:
+        """One optimiser step over ``grad_accum`` micro-batches; returns the mean loss. ``progress``:
+        see :meth:`lr_at`."""
         self.model.train()
         for group in self.optimizer.param_groups:
-            group["lr"] = self.lr_at(self.step)
+            group["lr"] = self.lr_at(self.step, progress)
         self.optimizer.zero_grad(set_to_none=True)
         total = 0.0
         for _ in range(self.config.grad_accum):

@@ -54,6 +54,28 @@ def test_training_lowers_the_loss(digits, tmp_path):
     assert losses[0] > 0.5 and losses[-1] < 0.6 * losses[0]  # starts near E|eps|^2 = 1 (zero output)
 
 
+@pytest.mark.parametrize("warmup", [1, 5])
+def test_cosine_lr_decay_matches_torchs_cosine_annealing(digits, tmp_path, warmup):
+    """lr_decay="cosine" against torch.optim.lr_scheduler.CosineAnnealingLR (T_max = steps, down to 0),
+    times the linear warm-up; the steps actually taken use those rates."""
+    x, y = digits
+    trainer = Trainer(TINY, _config(steps=20, warmup_steps=warmup, lr_decay="cosine"), x, tmp_path, labels=y,
+                      progress=False)  # fmt: skip
+    reference_opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=2e-3)
+    reference = torch.optim.lr_scheduler.CosineAnnealingLR(reference_opt, T_max=20, eta_min=0.0)
+    for step in range(20):
+        expected = reference.get_last_lr()[0] * min(1.0, (step + 1) / warmup)
+        trainer.train_step()
+        assert trainer.optimizer.param_groups[0]["lr"] == pytest.approx(expected, rel=1e-12, abs=1e-15)
+        reference_opt.step()
+        reference.step()
+    assert trainer.lr_at(20) == pytest.approx(0.0, abs=1e-15)
+    assert trainer.lr_at(0, progress=0.5) == pytest.approx(2e-3 * 0.5 * min(1.0, 1 / warmup))  # a share of time
+    assert Trainer(TINY, _config(), x, tmp_path / "flat", labels=y, progress=False).lr_at(7) == 2e-3  # "none"
+    with pytest.raises(ValueError, match="lr_decay must be one of \\('none', 'cosine'\\), got 'linear'"):
+        Trainer(TINY, _config(lr_decay="linear"), x, tmp_path / "bad", labels=y, progress=False)
+
+
 def test_checkpoint_record_and_export(digits, tmp_path):
     x, y = digits
     Trainer(TINY, _config(steps=4), x, tmp_path, labels=y, progress=False).train()
@@ -124,11 +146,12 @@ def _wait_for_step(out, at_least, proc, timeout=120):
 @pytest.mark.slow
 def test_sigkill_mid_run_resumes_from_the_last_checkpoint(tmp_path):
     out = tmp_path / "run"
-    proc = _cli_train(out, 10_000)
+    proc = _cli_train(out, 10_000, "--lr-decay", "cosine")
     _wait_for_step(out, 6, proc)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     state, record = load_training_checkpoint(out / "checkpoint.pt")  # still readable after the kill
+    assert record["train"]["lr_decay"] == "cosine"
     killed_at = int(state["step"])
     assert killed_at >= 6 and killed_at % 3 == 0
     resumed = _cli_train(out, killed_at + 3, "--resume")
