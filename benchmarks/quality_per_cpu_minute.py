@@ -13,8 +13,8 @@ the model is kept in --out (model.safetensors) so the sampling can be repeated w
 
 A wall-clock budget also measures the hour it runs in: these shared machines' speed moves by about
 1.5x from hour to hour. ``--steps N`` trains for N optimiser steps instead (the minutes it took are
-printed beside them), so that recipes can be compared at the same budget, on any device
-(``--device cuda`` for a recipe search; the steps are what 15 CPU-minutes buy).
+printed beside them), so that recipes can be compared at the same budget whatever the hour; ``--device cuda`` would run
+such a search on a GPU (written for that, not yet run on one).
 """
 
 import argparse
@@ -29,7 +29,7 @@ from ddpm_lessons.checkpoints import ScheduleConfig
 from ddpm_lessons.data import load_mnist, to_uint8
 from ddpm_lessons.metrics import evaluate_samples
 from ddpm_lessons.samplers import sample_ddim
-from ddpm_lessons.training import TrainConfig, Trainer
+from ddpm_lessons.training import LR_DECAYS, TrainConfig, Trainer
 from ddpm_lessons.unet import UNetConfig
 
 p = argparse.ArgumentParser()
@@ -41,7 +41,7 @@ p.add_argument("--ddim-steps", type=int, default=50)
 p.add_argument("--guidance", type=float, nargs="+", default=[0.5])
 p.add_argument("--batch-size", type=int, default=64)
 p.add_argument("--lr", type=float, default=2e-3)
-p.add_argument("--lr-decay", choices=["none", "cosine"], default="cosine",
+p.add_argument("--lr-decay", choices=LR_DECAYS, default="cosine",
                help="cosine: from --lr down to 0 over the budget (its minutes, or its steps)")  # fmt: skip
 p.add_argument("--warmup", type=int, default=200, help="linear learning-rate warm-up, in steps")
 p.add_argument("--ema-decay", type=float, default=0.999)
@@ -92,7 +92,7 @@ trainer.save_checkpoint()
 
 results = []
 labels = torch.arange(args.n) % 10
-model = trainer.ema.model.eval()
+model = trainer.ema.model
 for w in args.guidance:
     t0 = time.perf_counter()
     samples = torch.cat([
