@@ -253,6 +253,7 @@ def cmd_evaluate(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from ddpm_lessons.training import LR_DECAYS
     p = argparse.ArgumentParser(prog="ddpm-lessons", description="Train, sample and measure DDPMs.")
     sub = p.add_subparsers(dest="command", required=True)
 
@@ -277,7 +278,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--grad-accum", type=int, default=1)
     t.add_argument("--lr", type=float, default=2e-4)
     t.add_argument("--warmup", type=int, default=500)
-    t.add_argument("--lr-decay", choices=["none", "cosine"], default="none", help="cosine: down to 0 at --steps")
+    t.add_argument("--lr-decay", choices=LR_DECAYS, default="none", help="cosine: down to 0 at --steps")
     t.add_argument("--ema-decay", type=float, default=0.9999)
     t.add_argument("--label-dropout", type=float, default=0.1)
     t.add_argument("--base-channels", type=int, default=32)
