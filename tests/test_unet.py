@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from ddpm_lessons.fused import dropout_keep_mask, norm_silu
-from ddpm_lessons.unet import UNet, UNetConfig, count_parameters, timestep_embedding
+from ddpm_lessons.unet import SelfAttention, UNet, UNetConfig, count_parameters, timestep_embedding
 
 
 def test_timestep_embedding_matches_the_formula():
@@ -59,6 +59,25 @@ def test_output_starts_at_zero_and_parameter_count_is_small():
     model = UNet(UNetConfig(num_classes=10))
     assert model(torch.randn(1, 1, 28, 28), torch.tensor([5])).abs().max().item() == 0.0
     assert 0.8e6 < count_parameters(model) < 2e6
+
+
+@pytest.mark.parametrize("heads", [1, 4])
+def test_self_attention_matches_torchs_multihead_attention(heads):
+    """Same weights in torch.nn.MultiheadAttention, fed the normalised positions as (B, HW, C) tokens."""
+    torch.manual_seed(0)
+    attention = SelfAttention(channels=16, heads=heads, groups=4)
+    for p in attention.parameters():
+        torch.nn.init.normal_(p, std=0.3)  # the output projection starts at zero; give every weight a value
+    reference = torch.nn.MultiheadAttention(16, heads, batch_first=True)
+    with torch.no_grad():
+        reference.in_proj_weight.copy_(attention.qkv.weight.flatten(1))  # rows: q, then k, then v, head by head
+        reference.in_proj_bias.copy_(attention.qkv.bias)
+        reference.out_proj.weight.copy_(attention.proj.weight.flatten(1))
+        reference.out_proj.bias.copy_(attention.proj.bias)
+    x = torch.randn(3, 16, 6, 5)
+    tokens = attention.norm(x).flatten(2).transpose(1, 2)  # (B, HW, C)
+    expected = x + reference(tokens, tokens, tokens, need_weights=False)[0].transpose(1, 2).reshape(x.shape)
+    torch.testing.assert_close(attention(x), expected, atol=1e-5, rtol=1e-5)
 
 
 def test_sr3_conditioning_channels():
