@@ -27,7 +27,9 @@ Ceiling: one more training step of each, under torch.profiler, splits the time i
 both networks call with the same shapes (oneDNN's convolutions and PyTorch's fused attention,
 forward and backward) and everything else. If everything else took no time at all, ours could be
 at most (diffusers' total) / (our time in those kernels) times as fast: the best any rewrite around
-the same convolutions and attention can reach.
+the same convolutions and attention can reach. And how fast are those kernels? The convolutions'
+arithmetic (counted by torch's FlopCounterMode) over their time is printed beside the rate of a
+large matrix product on the same machine, a practical peak for any kernel.
 """
 
 import argparse
@@ -95,22 +97,46 @@ def train_steps(model, opt, batch: int, steps: int) -> float:
 
 
 # The kernels both networks call with the same shapes: oneDNN's convolutions and PyTorch's fused attention.
-SHARED_KERNEL_OPS = (
-    "aten::mkldnn_convolution", "aten::convolution_backward", "aten::_convolution", "aten::convolution",
-    "aten::_scaled_dot_product_flash_attention_for_cpu", "aten::_scaled_dot_product_flash_attention_for_cpu_backward",
-)  # fmt: skip
+CONVOLUTION_OPS = ("aten::mkldnn_convolution", "aten::convolution_backward", "aten::_convolution", "aten::convolution")
+ATTENTION_OPS = (
+    "aten::_scaled_dot_product_flash_attention_for_cpu",
+    "aten::_scaled_dot_product_flash_attention_for_cpu_backward",
+)
 
 
-def profile_step(model, opt, batch: int) -> tuple[float, float]:
-    """(total, shared kernels) seconds of one training step, from the profiler's self times."""
+def profile_step(model, opt, batch: int) -> dict[str, float]:
+    """Seconds of one training step (total, convolutions, attention) from the profiler's self times,
+    and the convolutions' arithmetic (forward and backward) counted by torch's FlopCounterMode."""
     from torch.profiler import ProfilerActivity, profile
+    from torch.utils.flop_counter import FlopCounterMode
 
     with profile(activities=[ProfilerActivity.CPU]) as prof:
         train_steps(model, opt, batch, 1)
     events = prof.key_averages()
-    total = sum(e.self_cpu_time_total for e in events) / 1e6
-    shared = sum(e.self_cpu_time_total for e in events if e.key in SHARED_KERNEL_OPS) / 1e6
-    return total, shared
+    seconds = {
+        "total": sum(e.self_cpu_time_total for e in events) / 1e6,
+        "convolutions": sum(e.self_cpu_time_total for e in events if e.key in CONVOLUTION_OPS) / 1e6,
+        "attention": sum(e.self_cpu_time_total for e in events if e.key in ATTENTION_OPS) / 1e6,
+    }
+    with FlopCounterMode(display=False) as counter:
+        train_steps(model, opt, batch, 1)
+    counts = counter.get_flop_counts()["Global"]
+    flops = sum(v for op, v in counts.items() if str(op).startswith(("aten.convolution", "aten.convolution_backward")))
+    return {**seconds, "convolution_gflops": flops / 1e9}
+
+
+def matmul_gflops(n: int = 2048, repeats: int = 5) -> float:
+    """The arithmetic rate of this machine's BLAS on a large float32 matrix product: a practical peak."""
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    a @ b
+    best = min(_timed(lambda: a @ b) for _ in range(repeats))
+    return 2 * n**3 / best / 1e9
+
+
+def _timed(fn) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
 
 
 def _status_kib(field: str) -> int:
@@ -164,13 +190,15 @@ def compare(layout: str, args: argparse.Namespace) -> None:
         print(f"{name:10s} params {params[name]:,}  images/s median {med[name]:6.1f} (rounds: {rounds})")
         for mode in modes:
             print(f"{'':10s} peak memory above baseline, {mode}: {memory[name, mode]:.0f} MiB")
-        total, shared = profiled[name]
-        print(f"{'':10s} profiled step {total:.2f} s, of which convolutions and attention {shared:.2f} s "
-              f"({shared / total:.0%})")  # fmt: skip
+        prof = profiled[name]
+        rate = prof["convolution_gflops"] / prof["convolutions"]
+        print(f"{'':10s} profiled step {prof['total']:.2f} s: convolutions {prof['convolutions']:.2f} s "
+              f"({prof['convolutions'] / prof['total']:.0%}; {prof['convolution_gflops']:.0f} GFLOP at {rate:.0f} "
+              f"GFLOP/s), attention {prof['attention']:.2f} s")  # fmt: skip
     paired = [a / b for a, b in zip(speeds["ours"], speeds["diffusers"], strict=True)]
     print(f"speed ratio ours/diffusers: {med['ours'] / med['diffusers']:.2f}x (target >= 1.5x); "
           f"per round: {', '.join(f'{r:.2f}' for r in paired)}")  # fmt: skip
-    ceiling = profiled["diffusers"][0] / profiled["ours"][1]
+    ceiling = profiled["diffusers"]["total"] / (profiled["ours"]["convolutions"] + profiled["ours"]["attention"])
     print(f"ceiling with the same kernels (diffusers' step / our convolution and attention time): {ceiling:.2f}x")
     for mode in modes:
         ratio = memory["ours", mode] / memory["diffusers", mode]
@@ -188,7 +216,8 @@ def main() -> None:
     args = p.parse_args()
     if args.memory_child:
         return peak_memory_child(args.memory_child, args.layout, args.batch)
-    print(f"machine: {platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}")
+    print(f"machine: {platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}; "
+          f"a 2048x2048 float32 matrix product runs at {matmul_gflops():.0f} GFLOP/s")  # fmt: skip
     for layout in LAYOUTS if args.layout == "both" else [args.layout]:
         compare(layout, args)
 
