@@ -23,7 +23,8 @@ malloc, whose peak also counts freed memory that malloc keeps for reuse (it vari
 to run), and with MALLOC_MMAP_THRESHOLD_=131072, which returns every freed block over 128 KiB to
 the system, so that the peak is what the training step actually holds.
 
-Ceiling: one more training step of each, under torch.profiler, splits the time into the kernels
+Ceiling: more training steps of each (the median of --profile-rounds alternating rounds of one
+step), under torch.profiler, split the time into the kernels
 both networks call with the same shapes (oneDNN's convolutions and PyTorch's fused attention,
 forward and backward) and everything else. If everything else took no time at all, ours could be
 at most (diffusers' total) / (our time in those kernels) times as fast: the best any rewrite around
@@ -171,7 +172,13 @@ def compare(layout: str, args: argparse.Namespace) -> None:
     for _ in range(args.rounds):
         for name in models:
             speeds[name].append(train_steps(models[name], opts[name], args.batch, args.steps))
-    profiled = {name: profile_step(models[name], opts[name], args.batch) for name in models}
+    profiles = {name: [] for name in models}
+    for _ in range(args.profile_rounds):  # alternating too: one profiled step is as noisy as a round
+        for name in models:
+            profiles[name].append(profile_step(models[name], opts[name], args.batch))
+    profiled = {
+        name: {key: statistics.median(p[key] for p in runs) for key in runs[0]} for name, runs in profiles.items()
+    }
     modes = {"default malloc": {}, "freed memory returned": {"MALLOC_MMAP_THRESHOLD_": "131072"}}
     memory = {(name, mode): [] for name in models for mode in modes}
     for _ in range(args.memory_repeats):
@@ -211,6 +218,7 @@ def main() -> None:
     p.add_argument("--batch", type=int, default=128)
     p.add_argument("--rounds", type=int, default=4)
     p.add_argument("--steps", type=int, default=5)
+    p.add_argument("--profile-rounds", type=int, default=3)
     p.add_argument("--memory-repeats", type=int, default=3)
     p.add_argument("--memory-child", choices=["ours", "diffusers"])
     args = p.parse_args()
