@@ -254,6 +254,7 @@ def cmd_evaluate(args) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     from ddpm_lessons.training import LR_DECAYS
+
     p = argparse.ArgumentParser(prog="ddpm-lessons", description="Train, sample and measure DDPMs.")
     sub = p.add_subparsers(dest="command", required=True)
 
