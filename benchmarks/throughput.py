@@ -9,28 +9,27 @@ In each layout both networks are built alike and, as printed, have the same para
   diffusion course, unit 1): channels 32/64/64, two residual blocks per level, attention at 14x14 and
   7x7 with diffusers' default 8-dimensional heads, 32 groups, no dropout; 1,707,009 parameters.
 
-Speed: both train in this one process, in
-alternating rounds (ours, theirs, ours, ...) so that machine load hits both alike; the median
-images/s of each is reported with the ratio. Peak memory: each model trains in a fresh
-subprocess, which first builds a throwaway copy and trains it for one step at batch 2 (so that
-imports and one-time initialisation, the same for any batch, fall before the measurement), then
-resets the kernel's high-water mark (/proc/self/clear_refs) and reports the peak resident set size
-(VmHWM) of three training steps above the size before building the model, since PyTorch's CPU
-allocator has no peak counter. Linux only.
+Speed: both train in this one process, in alternating rounds (ours, theirs, ours, ...) so that
+machine load hits both alike; the median images/s of each is reported with the ratio. Peak memory:
+each model trains in a fresh subprocess, which first builds a throwaway copy and trains it for one
+step at batch 2 (so that imports and one-time initialisation, the same for any batch, fall before
+the measurement), then resets the kernel's high-water mark (/proc/self/clear_refs) and reports the
+peak resident set size (VmHWM) of three training steps above the size before building the model,
+since PyTorch's CPU allocator has no peak counter. Linux only.
 
 Memory is measured twice, each the median of --memory-repeats subprocesses: with glibc's default
 malloc, whose peak also counts freed memory that malloc keeps for reuse (it varies by 10% from run
 to run), and with MALLOC_MMAP_THRESHOLD_=131072, which returns every freed block over 128 KiB to
 the system, so that the peak is what the training step actually holds.
 
-Ceiling: more training steps of each (the median of --profile-rounds alternating rounds of one
-step), under torch.profiler, split the time into the kernels
-both networks call with the same shapes (oneDNN's convolutions and PyTorch's fused attention,
-forward and backward) and everything else. If everything else took no time at all, ours could be
-at most (diffusers' total) / (our time in those kernels) times as fast: the best any rewrite around
-the same convolutions and attention can reach. And how fast are those kernels? The convolutions'
-arithmetic (counted by torch's FlopCounterMode) over their time is printed beside the rate of a
-large matrix product on the same machine, a practical peak for any kernel.
+Ceiling: more training steps of each under torch.profiler (the median of --profile-rounds
+alternating rounds of one step) split the time into the kernels both networks call with the same
+shapes (oneDNN's convolutions and PyTorch's fused attention, forward and backward) and everything
+else. If everything else took no time at all, ours could be at most (diffusers' total) / (our time
+in those kernels) times as fast: the best any rewrite around the same convolutions and attention can
+reach. And how fast are those kernels? The convolutions' arithmetic (counted by torch's
+FlopCounterMode) over their time is printed beside the rate of a large matrix product on the same
+machine, a practical peak for any kernel.
 """
 
 import argparse
@@ -122,7 +121,7 @@ def profile_step(model, opt, batch: int) -> dict[str, float]:
     with FlopCounterMode(display=False) as counter:
         train_steps(model, opt, batch, 1)
     counts = counter.get_flop_counts()["Global"]
-    flops = sum(v for op, v in counts.items() if str(op).startswith(("aten.convolution", "aten.convolution_backward")))
+    flops = sum(v for op, v in counts.items() if str(op).startswith("aten.convolution"))  # and its backward
     return {**seconds, "convolution_gflops": flops / 1e9}
 
 

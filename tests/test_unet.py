@@ -67,7 +67,7 @@ def test_self_attention_matches_torchs_multihead_attention(heads):
     torch.manual_seed(0)
     attention = SelfAttention(channels=16, heads=heads, groups=4)
     for p in attention.parameters():
-        torch.nn.init.normal_(p, std=0.3)  # the output projection starts at zero; give every weight a value
+        torch.nn.init.normal_(p, std=0.3)  # biases too, so that every term of the computation shows
     reference = torch.nn.MultiheadAttention(16, heads, batch_first=True)
     with torch.no_grad():
         reference.in_proj_weight.copy_(attention.qkv.weight.flatten(1))  # rows: q, then k, then v, head by head
