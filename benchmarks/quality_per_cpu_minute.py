@@ -13,8 +13,8 @@ the model is kept in --out (model.safetensors) so the sampling can be repeated w
 
 A wall-clock budget also measures the hour it runs in: these shared machines' speed moves by about
 1.5x from hour to hour. ``--steps N`` trains for N optimiser steps instead (the minutes it took are
-printed beside them), so that recipes can be compared at the same budget whatever the hour; ``--device cuda`` would run
-such a search on a GPU (written for that, not yet run on one).
+printed beside them), so that recipes can be compared at the same budget whatever the hour;
+``--device cuda`` would run such a search on a GPU (written for that, not yet run on one).
 """
 
 import argparse

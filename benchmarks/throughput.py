@@ -105,24 +105,27 @@ ATTENTION_OPS = (
 
 
 def profile_step(model, opt, batch: int) -> dict[str, float]:
-    """Seconds of one training step (total, convolutions, attention) from the profiler's self times,
-    and the convolutions' arithmetic (forward and backward) counted by torch's FlopCounterMode."""
+    """Seconds of one training step (total, convolutions, attention) from the profiler's self times."""
     from torch.profiler import ProfilerActivity, profile
-    from torch.utils.flop_counter import FlopCounterMode
 
     with profile(activities=[ProfilerActivity.CPU]) as prof:
         train_steps(model, opt, batch, 1)
     events = prof.key_averages()
-    seconds = {
+    return {
         "total": sum(e.self_cpu_time_total for e in events) / 1e6,
         "convolutions": sum(e.self_cpu_time_total for e in events if e.key in CONVOLUTION_OPS) / 1e6,
         "attention": sum(e.self_cpu_time_total for e in events if e.key in ATTENTION_OPS) / 1e6,
     }
+
+
+def convolution_gflops(model, opt, batch: int) -> float:
+    """The convolutions' arithmetic in one training step, forward and backward, by torch's FlopCounterMode."""
+    from torch.utils.flop_counter import FlopCounterMode
+
     with FlopCounterMode(display=False) as counter:
         train_steps(model, opt, batch, 1)
     counts = counter.get_flop_counts()["Global"]
-    flops = sum(v for op, v in counts.items() if str(op).startswith("aten.convolution"))  # and its backward
-    return {**seconds, "convolution_gflops": flops / 1e9}
+    return sum(v for op, v in counts.items() if str(op).startswith("aten.convolution")) / 1e9  # and its backward
 
 
 def matmul_gflops(n: int = 2048, repeats: int = 5) -> float:
@@ -178,6 +181,7 @@ def compare(layout: str, args: argparse.Namespace) -> None:
     profiled = {
         name: {key: statistics.median(p[key] for p in runs) for key in runs[0]} for name, runs in profiles.items()
     }
+    gflops = {name: convolution_gflops(models[name], opts[name], args.batch) for name in models}  # the same each step
     modes = {"default malloc": {}, "freed memory returned": {"MALLOC_MMAP_THRESHOLD_": "131072"}}
     memory = {(name, mode): [] for name in models for mode in modes}
     for _ in range(args.memory_repeats):
@@ -197,9 +201,9 @@ def compare(layout: str, args: argparse.Namespace) -> None:
         for mode in modes:
             print(f"{'':10s} peak memory above baseline, {mode}: {memory[name, mode]:.0f} MiB")
         prof = profiled[name]
-        rate = prof["convolution_gflops"] / prof["convolutions"]
+        rate = gflops[name] / prof["convolutions"]
         print(f"{'':10s} profiled step {prof['total']:.2f} s: convolutions {prof['convolutions']:.2f} s "
-              f"({prof['convolutions'] / prof['total']:.0%}; {prof['convolution_gflops']:.0f} GFLOP at {rate:.0f} "
+              f"({prof['convolutions'] / prof['total']:.0%}; {gflops[name]:.0f} GFLOP at {rate:.0f} "
               f"GFLOP/s), attention {prof['attention']:.2f} s")  # fmt: skip
     paired = [a / b for a, b in zip(speeds["ours"], speeds["diffusers"], strict=True)]
     print(f"speed ratio ours/diffusers: {med['ours'] / med['diffusers']:.2f}x (target >= 1.5x); "

@@ -125,7 +125,7 @@ class SelfAttention(nn.Module):
         positions = self.norm(x).flatten(2).transpose(1, 2)  # (B, HW, C)
         qkv = F.linear(positions, self.qkv.weight.flatten(1), self.qkv.bias)  # (B, HW, 3C)
         q, k, v = qkv.view(B, H * W, 3, self.heads, C // self.heads).permute(2, 0, 3, 1, 4)
-        out = F.scaled_dot_product_attention(q, k, v)  # softmax(q k^T / sqrt(head_dim)) v: (B, heads, HW, head_dim)
+        out = F.scaled_dot_product_attention(q, k, v)  # softmax(q k^T / sqrt(d)) v (Vaswani et al. 2017, Eq. 1)
         out = F.linear(out.transpose(1, 2).reshape(B, H * W, C), self.proj.weight.flatten(1), self.proj.bias)
         return x + out.transpose(1, 2).reshape(B, C, H, W)
 
