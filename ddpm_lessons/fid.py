@@ -93,12 +93,19 @@ def image_features(images: torch.Tensor, extractor: nn.Module, kind: str, batch_
 
 
 def frechet_distance_images(
-    samples: torch.Tensor, real: torch.Tensor, kind: str = "auto", seed: int = 0
+    samples: torch.Tensor, real: torch.Tensor, kind: str = "auto", seed: int = 0, draws: int = 10
 ) -> dict[str, float | int | str]:
     """The Frechet distance of ``samples`` to ``real`` images and its floor: the same distance between two
-    disjoint halves of ``real`` of n = len(samples) each (so ``real`` needs at least 2n images).
+    disjoint sets of real images, of n = len(samples) each (so ``real`` needs at least 2n images).
 
-    samples, real: (N, C, H, W) in [-1, 1], same C, H, W. Returns fd, floor, ratio, n and the feature kind used.
+    One split of the real images is a noisy floor, and with a few hundred images the distance to one
+    reference set is noisy too. So each of ``draws`` random splits (seeds seed, seed + 1, ...) gives a
+    reference set of n and a second set of n; ``fd`` is the mean distance of the samples to the reference
+    sets, ``floor`` the mean distance of the second sets to them, each with its standard deviation, and the
+    ratio divides the two means. Every image's features are computed once.
+
+    samples, real: (N, C, H, W) in [-1, 1], same C, H, W. Returns n, the feature kind used, draws, fd, fd_sd,
+    floor, floor_sd and ratio.
     """
     n = len(samples)
     if samples.shape[1:] != real.shape[1:]:
@@ -108,9 +115,29 @@ def frechet_distance_images(
             f"need at least 2 samples and twice as many real images ({2 * n}) for the distance and its floor, "
             f"got {n} samples and {len(real)} real images; draw fewer samples or add images"
         )
+    if draws < 1:
+        raise ValueError(f"draws must be at least 1, got {draws}")
+    splits = [torch.randperm(len(real), generator=torch.Generator().manual_seed(seed + k)) for k in range(draws)]
+    used_images = torch.cat([order[: 2 * n] for order in splits]).unique()  # features only for images drawn
     extractor, used = feature_extractor(kind, channels=samples.shape[1])
-    order = torch.randperm(len(real), generator=torch.Generator().manual_seed(seed))
-    ref, other = real[order[:n]], real[order[n : 2 * n]]
-    f_samples, f_ref, f_other = (image_features(x, extractor, used) for x in (samples, ref, other))
-    fd, floor = frechet_distance(f_samples, f_ref), frechet_distance(f_other, f_ref)
-    return {"n": n, "features": used, "fd": fd, "floor": floor, "ratio": fd / max(floor, 1e-12)}
+    f_samples = image_features(samples, extractor, used)
+    f_real = torch.zeros(len(real), f_samples.shape[1], dtype=f_samples.dtype)
+    f_real[used_images] = image_features(real[used_images], extractor, used)
+    fds, floors = [], []
+    for order in splits:
+        ref, other = f_real[order[:n]], f_real[order[n : 2 * n]]
+        fds.append(frechet_distance(f_samples, ref))
+        floors.append(frechet_distance(other, ref))
+    fds, floors = torch.tensor(fds, dtype=torch.float64), torch.tensor(floors, dtype=torch.float64)
+    fd, floor = fds.mean().item(), floors.mean().item()
+    fd_sd, floor_sd = (fds.std().item(), floors.std().item()) if draws > 1 else (0.0, 0.0)
+    return {
+        "n": n,
+        "features": used,
+        "draws": draws,
+        "fd": fd,
+        "fd_sd": fd_sd,
+        "floor": floor,
+        "floor_sd": floor_sd,
+        "ratio": fd / max(floor, 1e-12),
+    }

@@ -6,6 +6,7 @@ import torch
 
 from ddpm_lessons import fid
 from ddpm_lessons.fid import RandomFeatures, feature_extractor, frechet_distance_images, image_features
+from ddpm_lessons.metrics import frechet_distance
 
 
 def _images(n, seed, brightness=0.0):
@@ -29,11 +30,36 @@ def test_random_features_are_fixed_and_the_distance_grows_with_the_difference(mo
     assert far["floor"] == near["floor"]  # the floor depends only on the real images and the seed
 
 
+def test_distance_and_floor_are_means_over_draws_recomputed_by_hand(monkeypatch):
+    monkeypatch.setenv("DDPM_OFFLINE", "1")
+    samples, real = _images(20, 3, brightness=0.2), _images(70, 4)
+    out = frechet_distance_images(samples, real, kind="random", seed=7, draws=3)
+    features = RandomFeatures().eval()
+    f_samples = image_features(samples, features, "random")
+    fds, floors = [], []
+    for k in range(3):
+        order = torch.randperm(70, generator=torch.Generator().manual_seed(7 + k))
+        ref = image_features(real[order[:20]], features, "random")
+        fds.append(frechet_distance(f_samples, ref))
+        floors.append(frechet_distance(image_features(real[order[20:40]], features, "random"), ref))
+    fds, floors = torch.tensor(fds, dtype=torch.float64), torch.tensor(floors, dtype=torch.float64)
+    assert out["draws"] == 3 and len(set(floors.tolist())) == 3  # three different splits
+    assert out["fd"] == pytest.approx(fds.mean().item(), rel=1e-6)
+    assert out["fd_sd"] == pytest.approx(fds.std().item(), rel=1e-6)
+    assert out["floor"] == pytest.approx(floors.mean().item(), rel=1e-6)
+    assert out["floor_sd"] == pytest.approx(floors.std().item(), rel=1e-6)
+    assert out["ratio"] == pytest.approx(fds.mean().item() / floors.mean().item(), rel=1e-6)
+    one = frechet_distance_images(samples, real, kind="random", seed=7, draws=1)
+    assert one["floor"] == pytest.approx(floors[0].item(), rel=1e-6) and one["floor_sd"] == 0.0
+
+
 def test_bad_input_is_refused():
     with pytest.raises(ValueError, match="twice as many real images"):
         frechet_distance_images(_images(10, 0), _images(15, 1), kind="random")
     with pytest.raises(ValueError, match="differ in shape"):
         frechet_distance_images(_images(10, 0), torch.zeros(30, 1, 16, 16), kind="random")
+    with pytest.raises(ValueError, match="draws must be at least 1"):
+        frechet_distance_images(_images(10, 0), _images(30, 1), kind="random", draws=0)
     with pytest.raises(ValueError, match="choose one of auto, inception, random"):
         feature_extractor("clip")
 

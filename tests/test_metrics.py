@@ -41,6 +41,24 @@ def test_frechet_distance_matches_a_second_route():
     assert frechet_distance(a, b) == pytest.approx(frechet_distance(b, a), rel=1e-8)
 
 
+def test_frechet_distance_with_fewer_points_than_features_matches_the_d_by_d_routes():
+    """40 and 30 points in 100 dimensions take the singular-value route; both D x D routes by hand agree."""
+    g = torch.Generator().manual_seed(2)
+    mix = torch.randn(100, 100, generator=g, dtype=torch.float64)
+    a = torch.randn(40, 100, generator=g, dtype=torch.float64) @ mix
+    b = torch.randn(30, 100, generator=g, dtype=torch.float64) @ mix + 0.3
+    cov_a, cov_b = torch.cov(a.T), torch.cov(b.T)
+    evals, evecs = torch.linalg.eigh(cov_a)
+    sqrt_a = evecs @ torch.diag(evals.clamp(min=0).sqrt()) @ evecs.T
+    rest = (a.mean(0) - b.mean(0)).pow(2).sum() + cov_a.trace() + cov_b.trace()
+    symmetric = rest - 2 * torch.linalg.eigvalsh(sqrt_a @ cov_b @ sqrt_a).clamp(min=0).sqrt().sum()
+    product = rest - 2 * torch.linalg.eigvals(cov_a @ cov_b).real.clamp(min=0).sqrt().sum()
+    assert frechet_distance(a, b) == pytest.approx(symmetric.item(), rel=1e-6)
+    assert frechet_distance(a, b) == pytest.approx(product.item(), rel=1e-6)
+    assert frechet_distance(a, b) == pytest.approx(frechet_distance(b, a), rel=1e-10)
+    assert frechet_distance(a, a) == pytest.approx(0.0, abs=1e-6)
+
+
 def test_shipped_classifier_matches_its_record():
     record = json.loads(CLASSIFIER_PATH.with_suffix(".json").read_text())
     x, y = load_mnist("test", source="bundled")
