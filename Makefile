@@ -5,8 +5,12 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
-# CI and the tests run the FAST profile with no network access; widgets draw one static figure.
-TEST_ENV := DDPM_FAST=1 DDPM_OFFLINE=1 DDPM_WIDGETS=static
+# The tests see a CPU-only machine (CUDA_VISIBLE_DEVICES=) with no profile variable set, as a laptop
+# student does, so the profile follows the machine to FAST; no network access; widgets draw one static figure.
+TEST_ENV := env -u DDPM_FAST -u DDPM_PROFILE CUDA_VISIBLE_DEVICES= DDPM_OFFLINE=1 DDPM_WIDGETS=static
+# Jupyter refuses to start as root without --allow-root, and containers and many cloud VMs work as root.
+# LAB_ARGS passes more options, e.g. `make lab LAB_ARGS="--port 8890 --no-browser"`.
+JUPYTER_ARGS := $(if $(filter 0,$(shell id -u)),--allow-root) $(LAB_ARGS)
 
 .PHONY: setup browser-deps test lint unit notebooks exercises lab demo site clean-venv
 
@@ -41,12 +45,16 @@ exercises: setup
 
 test: lint unit notebooks
 
+# Opens the first exercise notebook; the solutions are one click away in notebooks/.
 lab: setup
-	$(BIN)/jupyter lab notebooks/
+	@echo "Starting JupyterLab on exercises/00_start_here.ipynb. If no browser opens, open the" \
+		"http://127.0.0.1:... address printed below."
+	$(BIN)/jupyter lab $(JUPYTER_ARGS) --LabApp.default_url=/lab/tree/exercises/00_start_here.ipynb
 
 # The instructor demo: forward-diffusion explorer and reverse-chain scrubber, code collapsed, offline.
 demo: setup
-	$(BIN)/jupyter lab demo/instructor_demo.ipynb
+	@echo "Starting the demo. If no browser opens, open the http://127.0.0.1:... address printed below."
+	$(BIN)/jupyter lab $(JUPYTER_ARGS) --LabApp.default_url=/lab/tree/demo/instructor_demo.ipynb
 
 # The course as static HTML under site/ (every lesson executed in FAST mode), index in course order.
 site: setup

@@ -24,9 +24,13 @@ def cmd_doctor(args) -> int:
     )
     from ddpm_lessons.data import BUNDLED_MNIST, DEBIAN_FASHION_MNIST
     from ddpm_lessons.metrics import CLASSIFIER_PATH
-    from ddpm_lessons.utils import get_device, is_fast, is_offline
+    from ddpm_lessons.utils import PROFILE_ENV, get_device, is_offline, profile_and_reason
 
     problems = 0
+
+    def shown(path: Path) -> str:  # relative to the course, so the output says the same on every machine
+        root = BUNDLED_MNIST.parent.parent
+        return str(path.relative_to(root)) if path.is_relative_to(root) else str(path)
 
     def line(ok: bool | None, what: str, fix: str = "") -> None:
         nonlocal problems
@@ -39,19 +43,18 @@ def cmd_doctor(args) -> int:
     line(True, f"ddpm_lessons {__version__}, torch {torch.__version__}")
     device = get_device()
     line(
-        True if device.type != "cpu" else None,
+        True if device.type == "cuda" else None,
         f"device: {device}",
-        "no GPU found: lessons run their FAST profile on the CPU (set DDPM_FAST=1); on Colab choose "
-        "Runtime > Change runtime type > GPU",
+        "no CUDA GPU: training runs on this device; on Colab choose Runtime > Change runtime type > GPU",
     )
     line(
         BUNDLED_MNIST.exists(),
-        f"bundled MNIST sample: {BUNDLED_MNIST}",
+        f"bundled MNIST sample: {shown(BUNDLED_MNIST)}",
         "it ships with the repository: install from a clone (pip install -e .)",
     )
     line(
         CLASSIFIER_PATH.exists(),
-        f"metrics classifier: {CLASSIFIER_PATH}",
+        f"metrics classifier: {shown(CLASSIFIER_PATH)}",
         "python benchmarks/train_classifier.py",
     )
     for path, what in (
@@ -62,7 +65,7 @@ def cmd_doctor(args) -> int:
     ):
         line(
             path.exists(),
-            f"{what}: {path}",
+            f"{what}: {shown(path)}",
             "it ships with the repository: install from a clone; data/checkpoints/README.md says how to retrain it",
         )
     full = (BUNDLED_MNIST.parent / "MNIST" / "raw" / "train-images-idx3-ubyte").exists()
@@ -72,7 +75,7 @@ def cmd_doctor(args) -> int:
         "optional: load_mnist(source='torchvision') downloads it where the network allows",
     )
     fashion = (DEBIAN_FASHION_MNIST / "train-images-idx3-ubyte.gz").exists()
-    fashion_what = f"Fashion-MNIST in {DEBIAN_FASHION_MNIST}" if fashion else "Fashion-MNIST not installed"
+    fashion_what = "Fashion-MNIST installed (Debian's dataset-fashion-mnist)" if fashion else "Fashion-MNIST missing"
     line(True if fashion else None, fashion_what, "optional: sudo apt-get install dataset-fashion-mnist")
     for module, extra in (
         ("matplotlib", "notebooks"),
@@ -81,7 +84,13 @@ def cmd_doctor(args) -> int:
     ):
         found = importlib.util.find_spec(module) is not None
         line(found, f"{module} {'installed' if found else 'missing'}", f'pip install -e ".[{extra}]"')
-    line(None, f"profile: {'FAST (DDPM_FAST=1)' if is_fast() else 'FULL'}; offline: {is_offline()}")
+    profile, why = profile_and_reason()
+    other = "full" if profile == "fast" else "fast"
+    line(
+        None,
+        f"profile: {profile.upper()} ({why}); offline: {is_offline()}",
+        f"to change: {PROFILE_ENV}={other} in the environment, or use_profile({other!r}) in a notebook",
+    )
     print("all good" if problems == 0 else f"{problems} thing(s) to fix, see above")
     return 1 if problems else 0
 

@@ -29,8 +29,18 @@ def strip_solutions(source: str) -> str:
     return _BLOCK.sub(lambda m: f"{m.group(1)}# YOUR CODE HERE\n{m.group(1)}raise NotImplementedError", source)
 
 
-def make_exercise(solution: nbformat.NotebookNode) -> nbformat.NotebookNode:
+def exercise_badge(badge: str, name: str) -> str:
+    """The first cell of an exercise notebook: its Colab badge opens the exercise, and the solution is a link away."""
+    return badge.replace(f"/notebooks/{name}", f"/exercises/{name}") + (
+        f"\n\nThis is the exercise version: fill in each `# YOUR CODE HERE`. "
+        f"The solutions are in [notebooks/{name}](../notebooks/{name})."
+    )
+
+
+def make_exercise(solution: nbformat.NotebookNode, name: str) -> nbformat.NotebookNode:
+    """The exercise version of the solution notebook ``name`` (e.g. "01_forward_diffusion.ipynb")."""
     nb = copy.deepcopy(solution)
+    nb.cells[0].source = exercise_badge(nb.cells[0].source, name)
     for cell in nb.cells:
         if cell.cell_type != "code":
             continue
@@ -47,7 +57,7 @@ def make_exercise(solution: nbformat.NotebookNode) -> nbformat.NotebookNode:
 
 
 def exercise_text(path: Path) -> str:
-    return nbformat.writes(make_exercise(nbformat.read(path, as_version=4))) + "\n"
+    return nbformat.writes(make_exercise(nbformat.read(path, as_version=4), path.name)) + "\n"
 
 
 def solution_notebooks(src: Path) -> list[Path]:

@@ -24,6 +24,7 @@ from ddpm_lessons.forward import (
 from ddpm_lessons.losses import call_eps_model
 from ddpm_lessons.schedules import NoiseSchedule
 from ddpm_lessons.unet import NO_LABEL
+from ddpm_lessons.utils import TimeEstimate
 
 
 def guided_eps(
@@ -149,8 +150,10 @@ def sample_ddpm(
     """
     x = _start(shape, generator, device, dtype, x_T)
     trajectory = [x.cpu()] if return_trajectory else None
+    clock = TimeEstimate("DDPM sampling", schedule.T, unit="network call")
     for t in tqdm(range(schedule.T - 1, -1, -1), desc="DDPM", disable=not progress, leave=False):
         x = p_sample(model, schedule, x, t, y, guidance, clip_x0, variance, generator)  # Alg. 2, 2-5
+        clock.tick()
         if trajectory is not None:
             trajectory.append(x.cpu())
     return (x, trajectory) if return_trajectory else x
@@ -231,11 +234,13 @@ def sample_ddim(
     x = _start(shape, generator, device, dtype, x_T)
     trajectory = [x.cpu()] if return_trajectory else None
     ts = ddim_timesteps(schedule.T, steps)
+    clock = TimeEstimate("DDIM sampling", len(ts), unit="network call")
     for i, t in enumerate(tqdm(ts, desc="DDIM", disable=not progress, leave=False)):
         t_prev = ts[i + 1] if i + 1 < len(ts) else -1
         tt = torch.full((x.shape[0],), t, dtype=torch.long, device=x.device)
         eps = guided_eps(model, x, tt, y, guidance)
         x = ddim_step(schedule, x, eps, t, t_prev, eta, clip_x0, generator)
+        clock.tick()
         if trajectory is not None:
             trajectory.append(x.cpu())
     return (x, trajectory) if return_trajectory else x

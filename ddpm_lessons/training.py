@@ -34,7 +34,7 @@ from ddpm_lessons.forward import check_x0, q_sample
 from ddpm_lessons.samplers import sample_ddim
 from ddpm_lessons.superres import conditioned
 from ddpm_lessons.unet import NO_LABEL, UNet, UNetConfig
-from ddpm_lessons.utils import get_device
+from ddpm_lessons.utils import TimeEstimate, get_device
 
 LR_DECAYS = ("none", "cosine")  # what TrainConfig.lr_decay accepts
 
@@ -341,9 +341,12 @@ class Trainer:
                 handlers[sig] = signal.signal(sig, self._on_signal)
         bar = tqdm(total=cfg.steps, initial=self.step, disable=not self.progress, desc="train", smoothing=0.1)
         window, t0, images_per_step = [], time.perf_counter(), cfg.batch_size * cfg.grad_accum
+        clock = TimeEstimate("training", cfg.steps - self.step, unit="step")  # one line, only for a long run
         try:
             while self.step < cfg.steps and not self.world.any(self.interrupted is not None):
                 window.append(self.train_step())
+                if self.world.is_main:
+                    clock.tick()
                 speed = len(window) * images_per_step / (time.perf_counter() - t0)
                 bar.update(1)
                 bar.set_postfix(loss=f"{window[-1]:.4f}", img_s=f"{speed:.0f}")

@@ -1,24 +1,65 @@
-"""Small helpers every lesson uses: seeding, device choice and the FAST/FULL profile switch."""
+"""Small helpers every lesson uses: seeding, device choice, the FAST/FULL profile and time estimates.
+
+The profile follows the machine: FULL (train for real) where a CUDA GPU is visible, FAST (seconds on a
+laptop CPU, shipped models where quality matters) everywhere else. A choice overrides it, in this order:
+``use_profile("full")`` in a notebook (or ``DDPM_PROFILE=full`` in the environment), then the older
+``DDPM_FAST=1`` / ``DDPM_FAST=0``.
+"""
 
 from __future__ import annotations
 
 import os
 import random
+import time
 
 import numpy as np
 import torch
 
-FAST_ENV = "DDPM_FAST"  # DDPM_FAST=1: the CPU-sized profile that CI and laptops run
+PROFILE_ENV = "DDPM_PROFILE"  # fast | full | auto (unset: auto, FULL on a CUDA GPU, FAST elsewhere)
+FAST_ENV = "DDPM_FAST"  # DDPM_FAST=1 chooses FAST, DDPM_FAST=0 chooses FULL (kept for older scripts)
 OFFLINE_ENV = "DDPM_OFFLINE"  # DDPM_OFFLINE=1: never try a download, use what is on disk
+PROFILES = ("fast", "full", "auto")
+_TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
 
 
 def _env_flag(name: str) -> bool:
-    return os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on")
+    return os.environ.get(name, "").strip().lower() in _TRUE
+
+
+def _check_profile_name(name: str, where: str) -> str:
+    value = name.strip().lower()
+    if value not in PROFILES:
+        raise ValueError(f"{where}: unknown profile {name!r}; use one of {', '.join(PROFILES)}")
+    return value
+
+
+def profile_and_reason() -> tuple[str, str]:
+    """("fast" or "full", why): an explicit choice first, then the machine."""
+    chosen = os.environ.get(PROFILE_ENV, "").strip()
+    if chosen and _check_profile_name(chosen, PROFILE_ENV) != "auto":
+        return chosen.lower(), f"chosen ({PROFILE_ENV}={chosen})"
+    legacy = os.environ.get(FAST_ENV, "").strip().lower()
+    if legacy in _TRUE:
+        return "fast", f"chosen ({FAST_ENV}={legacy})"
+    if legacy in _FALSE and legacy:
+        return "full", f"chosen ({FAST_ENV}={legacy})"
+    if torch.cuda.is_available():
+        return "full", f"a CUDA GPU is visible ({torch.cuda.get_device_name(0)})"
+    return "fast", "no CUDA GPU is visible"
+
+
+def use_profile(name: str) -> str:
+    """Choose the profile for this process and the commands it starts: "fast", "full" or "auto".
+
+    In a notebook, call it and re-run the cells below; it sets DDPM_PROFILE, which wins over DDPM_FAST.
+    """
+    os.environ[PROFILE_ENV] = _check_profile_name(name, "use_profile")
+    return profile_and_reason()[0]
 
 
 def is_fast() -> bool:
-    """True when DDPM_FAST=1 is set: lessons then train for seconds, not minutes."""
-    return _env_flag(FAST_ENV)
+    """True in the FAST profile: lessons then train for seconds, not minutes."""
+    return profile_and_reason()[0] == "fast"
 
 
 def is_offline() -> bool:
@@ -29,6 +70,18 @@ def is_offline() -> bool:
 def fast_or_full(fast, full):
     """Return ``fast`` in the FAST profile and ``full`` otherwise, e.g. steps = fast_or_full(200, 20_000)."""
     return fast if is_fast() else full
+
+
+def show_profile() -> None:
+    """Print the profile in use, why, and how to change it (the first code cell of every lesson calls it)."""
+    name, why = profile_and_reason()
+    other = "full" if name == "fast" else "fast"
+    what = {
+        "fast": "FAST: every cell runs in seconds on a CPU; lessons load shipped models where quality matters",
+        "full": "FULL: lessons train and sample for real (a GPU's work); long cells first say how long they will take",
+    }[name]
+    change = f"use_profile({other!r}) and re-run the cells below, or start Jupyter with {PROFILE_ENV}={other}"
+    print(f"profile {what}.\n  why: {why}.\n  to change: {change}.")
 
 
 def seed_everything(seed: int) -> torch.Generator:
@@ -52,3 +105,44 @@ def get_device(prefer: str | None = None) -> torch.device:
     if mps is not None and mps.is_available():
         return torch.device("mps")
     return torch.device("cpu")
+
+
+def format_duration(seconds: float) -> str:
+    """60 -> "1 min", 5400 -> "1.5 h": the rough size of a wait."""
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 90 * 60:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+class TimeEstimate:
+    """Says once, early, how long a long job will take on this device, from its own first units.
+
+    A loop calls :meth:`tick` after each unit (a training step, a network call). After ``probe`` units
+    it projects the rest from their measured mean and, where the whole job takes more than
+    ``threshold_s`` seconds, prints one line: what, the projected time, and the measured rate behind it.
+    Short jobs print nothing. The first unit is left out of the mean where there are more (it pays the
+    one-off start-up cost).
+    """
+
+    def __init__(self, what: str, total: int, unit: str = "step", probe: int = 3, threshold_s: float = 60.0):
+        self.what, self.total, self.unit, self.probe, self.threshold_s = what, total, unit, probe, threshold_s
+        self.done, self.said, self.projected_s = 0, False, None
+        self._marks = [time.perf_counter()]
+
+    def tick(self) -> None:
+        self.done += 1
+        if self.said or len(self._marks) > self.probe:
+            return
+        self._marks.append(time.perf_counter())
+        if self.done < min(self.probe, self.total):
+            return
+        steps = np.diff(self._marks)
+        per_unit = float(steps[1:].mean() if len(steps) > 1 else steps[0])
+        self.projected_s = per_unit * self.total
+        self.said = True
+        if self.projected_s > self.threshold_s:
+            about = format_duration(self.projected_s)
+            rate = f"{per_unit:.3g} s per {self.unit}, measured over the first {self.done}"
+            print(f"{self.what}: about {about} on this device for {self.total} {self.unit}s ({rate})", flush=True)

@@ -304,3 +304,83 @@ def test_grad_accumulation(capsys):
         checks.check_grad_accumulation(lambda *a: _accumulate(*a, zero_each=True))
     with pytest.raises(CheckFailed, match="no gradient"):
         checks.check_grad_accumulation(lambda *a: None)
+
+
+# ---- answers that match the numbers but break the next cell --------------------------------------
+# (check, a right answer): each known-wrong variant below is built from the right answer.
+RIGHT_ANSWERS = {
+    "scaling": (checks.check_scaling, lambda p: p.float() / 127.5 - 1),
+    "alpha_bar": (checks.check_alpha_bar, lambda b: torch.cumprod(1 - b, 0)),
+    "q_sample": (checks.check_q_sample, lambda s, x0, t, eps: q_sample(s, x0, t, noise=eps)),
+    "posterior": (checks.check_posterior, lambda s, x0, xt, t: q_posterior(s, x0, xt, t)[:2]),
+    "normal_kl": (checks.check_normal_kl, normal_kl),
+    "timestep_embedding": (checks.check_timestep_embedding, timestep_embedding),
+    "training_loss": (checks.check_training_loss, _training_loss),
+    "p_sample": (checks.check_p_sample, _p_sample),
+    "ddim_step": (checks.check_ddim_step, _ddim_step),
+    "guided_eps": (checks.check_guided_eps, _guided),
+    "repaint_merge": (checks.check_repaint_merge, _merge),
+    "sr_loss": (checks.check_sr_loss, _sr_loss),
+    "latent_loss": (checks.check_latent_loss, _latent_loss),
+    "grad_accumulation": (checks.check_grad_accumulation, _accumulate),
+}
+RETURNS_A_VALUE = [name for name in RIGHT_ANSWERS if name not in ("training_loss", "grad_accumulation")]
+
+
+def _map(out, fn):
+    return tuple(fn(o) for o in out) if isinstance(out, tuple) else fn(out)
+
+
+@pytest.mark.parametrize("name", RETURNS_A_VALUE)
+def test_a_right_value_in_the_wrong_dtype_fails(name):
+    check, right = RIGHT_ANSWERS[name]
+    flip = lambda v: v.float() if v.dtype == torch.float64 else v.double()  # noqa: E731
+    with pytest.raises(CheckFailed, match="the values are right but the dtype is torch.float"):
+        check(lambda *a: _map(right(*a), flip))
+
+
+def test_a_loss_whose_x_t_is_float64_fails_before_the_unet_refuses_it():
+    def without_float(model, s, x0, generator):  # schedule.alpha_bar[t] is float64: x_t silently becomes float64
+        t = torch.randint(0, s.T, (x0.shape[0],), generator=generator)
+        eps = torch.randn(x0.shape, generator=generator)
+        ab = s.alpha_bar[t].view(-1, 1, 1, 1)
+        return F.mse_loss(model(ab.sqrt() * x0 + (1 - ab).sqrt() * eps, t), eps)
+
+    with pytest.raises(CheckFailed, match="got x_t as torch.float64 while x0 is torch.float32.*take .float"):
+        checks.check_training_loss(without_float)
+
+
+@pytest.mark.parametrize("name", RETURNS_A_VALUE)
+def test_a_result_on_another_device_fails(name):
+    check, right = RIGHT_ANSWERS[name]
+    with pytest.raises(CheckFailed, match="the result is on meta, expected cpu"):
+        check(lambda *a: _map(right(*a), lambda v: v.to("meta")))
+
+
+@pytest.mark.parametrize("name", list(RIGHT_ANSWERS))
+def test_an_answer_that_changes_its_input_in_place_fails(name):
+    check, right = RIGHT_ANSWERS[name]
+
+    def in_place(*args):
+        out = right(*args)
+        next(a for a in args if isinstance(a, torch.Tensor)).add_(1)  # e.g. `x0 += ...` after using it
+        return out
+
+    with pytest.raises(CheckFailed, match="changed its input `.+` in place"):
+        check(in_place)
+
+
+def test_a_per_image_value_that_is_not_reshaped_gets_the_broadcast_hint():
+    def q_sample_without_view(s, x0, t, eps):  # (B,) against (B, C, H, W)
+        ab = s.alpha_bar[t].float()
+        return ab.sqrt() * x0 + (1 - ab).sqrt() * eps
+
+    def loss_without_view(model, s, x0, generator):
+        t = torch.randint(0, s.T, (x0.shape[0],), generator=generator)
+        eps = torch.randn(x0.shape, generator=generator)
+        ab = s.alpha_bar[t].float()
+        return F.mse_loss(model(ab.sqrt() * x0 + (1 - ab).sqrt() * eps, t), eps)
+
+    for check, answer in ((checks.check_q_sample, q_sample_without_view), (checks.check_training_loss, loss_without_view)):
+        with pytest.raises(CheckFailed, match="shapes do not fit together.*view\\(-1, 1, 1, 1\\)"):
+            check(answer)

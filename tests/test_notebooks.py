@@ -44,6 +44,43 @@ def test_colab_badge_and_setup_cell(path):
 
 
 @pytest.mark.parametrize("path", WITH_EXERCISES, ids=lambda p: p.name)
+def test_an_exercise_notebook_opens_itself_on_colab_and_links_its_solution(path):
+    badge = nbformat.read(ROOT / "exercises" / path.name, as_version=4).cells[0].source
+    assert f"blob/main/exercises/{path.name}" in badge and "/notebooks/" not in badge.split(")](")[0]
+    assert f"](../notebooks/{path.name})" in badge
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_the_first_code_cell_shows_the_profile(path):
+    setup = next(c for c in nbformat.read(path, as_version=4).cells if c.cell_type == "code")
+    assert setup.source.rstrip().endswith("show_profile()")
+    printed = "".join(o.get("text", "") for o in setup.outputs if o.output_type == "stream")
+    assert printed.startswith("profile FAST") and "no CUDA GPU is visible" in printed  # stored as on a laptop
+
+
+# A stored output must read the same on every machine: no absolute path (/home/..., /tmp/..., C:\...), and
+# nothing on stderr (a development machine's notices, warnings, progress bars).
+_ABSOLUTE_PATH = re.compile(r"(?:^|[\s'\"(\[=])(?:/[\w.-]+){2,}|\b[A-Z]:\\\w")
+
+
+@pytest.mark.parametrize("path", [*NOTEBOOKS, *sorted((ROOT / "demo").glob("*.ipynb"))], ids=lambda p: p.name)
+def test_stored_outputs_hold_no_absolute_path_and_nothing_on_stderr(path):
+    problems = []
+    for i, cell in enumerate(nbformat.read(path, as_version=4).cells):
+        for out in cell.get("outputs", []):
+            if out.output_type == "stream" and out.name == "stderr":
+                problems.append(f"cell {i} wrote to stderr: {out.text[:120]!r}")
+            text = out.get("text", "") + "".join(out.get("data", {}).get("text/plain", ""))
+            problems += [f"cell {i} shows the path {m.group(0).strip()!r}" for m in _ABSOLUTE_PATH.finditer(text)]
+    assert not problems, "\n".join(problems)
+
+
+def test_the_stored_output_check_finds_what_it_is_for():
+    assert _ABSOLUTE_PATH.search("loaded /work/main/data/x.npz") and _ABSOLUTE_PATH.search("in C:\\Users")
+    assert not _ABSOLUTE_PATH.search("see data/checkpoints/README.md, 3/4 of https://example.org/a/b")
+
+
+@pytest.mark.parametrize("path", WITH_EXERCISES, ids=lambda p: p.name)
 def test_every_exercise_is_followed_by_a_stored_pass_line(path):
     cells = [c for c in nbformat.read(path, as_version=4).cells if c.cell_type == "code"]
     for i, cell in enumerate(cells):
@@ -96,8 +133,9 @@ def test_nbval_on_a_blank_exercise_notebook_fails_exactly_at_its_checks(path, tm
     last_check = max(i for i, c in enumerate(exercise.cells) if c.cell_type == "code" and "checks.check_" in c.source)
     exercise.cells = exercise.cells[: last_check + 1]
     nbformat.write(exercise, tmp_path / path.name)
-    env = {**os.environ, "DDPM_FAST": "1", "DDPM_OFFLINE": "1", "DDPM_WIDGETS": "static"}
-    env.pop("MPLBACKEND", None)
+    env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "DDPM_OFFLINE": "1", "DDPM_WIDGETS": "static"}
+    for name in ("MPLBACKEND", "DDPM_FAST", "DDPM_PROFILE"):  # a laptop's kernel: the profile follows the machine
+        env.pop(name, None)
     cmd = [sys.executable, "-m", "pytest", "-q", "--nbval-lax", "-p", "no:cacheprovider", str(tmp_path / path.name)]
     blank_run = subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=tmp_path)
     code = [c for c in exercise.cells if c.cell_type == "code"]

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ddpm_lessons.checks.core import CheckFailed, _judge, _pass
+from ddpm_lessons.checks.core import CheckFailed, call, judge, report_pass
 from ddpm_lessons.forward import q_sample
 from ddpm_lessons.inpainting import repaint_merge
 from ddpm_lessons.schedules import NoiseSchedule
@@ -47,9 +47,9 @@ def check_repaint_merge(fn: Callable[..., torch.Tensor]) -> None:
                 "schedule.alpha_bar_prev[t], "
                 "which is 1 at t = 0."
             ] = mask * (last**0.5 * x0 + (1 - last) ** 0.5 * noise) + (1 - mask) * unknown
-        got = fn(s, x0.clone(), mask.clone(), unknown.clone(), t, noise.clone())
-        _judge(f"repaint merge (t={t})", got, expected, mistakes, "x_{t-1} = m * known + (1 - m) * unknown.")
-    _pass("repaint merge: matches RePaint's Eq. (8) at t = 500, 1 and 0 (the original itself at the end)")
+        got = call("repaint merge", fn, s, x0.clone(), mask.clone(), unknown.clone(), t, noise.clone())
+        judge(f"repaint merge (t={t})", got, expected, mistakes, "x_{t-1} = m * known + (1 - m) * unknown.")
+    report_pass("repaint merge: matches RePaint's Eq. (8) at t = 500, 1 and 0 (the original itself at the end)")
 
 
 # ---- lesson 07: super-resolution -------------------------------------------------------------------
@@ -90,11 +90,11 @@ def check_sr_loss(fn: Callable[..., torch.Tensor]) -> None:
             (x0 - model(xt, t, cond=cond)) ** 2
         ).mean(),
     }
-    got = fn(model, s, x0.clone(), t.clone(), eps.clone(), 7)
+    got = call("sr loss", fn, model, s, x0.clone(), t.clone(), eps.clone(), 7)
     if isinstance(got, torch.Tensor) and got.numel() == 1:
         got = got.reshape(())
-    _judge("sr loss", got, expected, mistakes, "Algorithm 1 with cond = bicubic_upsample(low_resolution(x0, 7), 28).")
-    _pass("sr loss: matches Algorithm 1 with the upsampled 7x7 image as the condition")
+    judge("sr loss", got, expected, mistakes, "Algorithm 1 with cond = bicubic_upsample(low_resolution(x0, 7), 28).")
+    report_pass("sr loss: matches Algorithm 1 with the upsampled 7x7 image as the condition")
 
 
 # ---- lesson 08: diffusion in latent space -------------------------------------------------------------
@@ -140,11 +140,11 @@ def check_latent_loss(fn: Callable[..., torch.Tensor]) -> None:
             (z0 - _prompt_probe(zt, t, tokens)) ** 2
         ).mean(),
     }
-    got = fn(_prompt_probe, ae, s, x0.clone(), tokens.clone(), t.clone(), eps.clone())
+    got = call("latent loss", fn, _prompt_probe, ae, s, x0.clone(), tokens.clone(), t.clone(), eps.clone())
     if isinstance(got, torch.Tensor) and got.numel() == 1:
         got = got.reshape(())
-    _judge("latent loss", got, expected, mistakes, "z0 = encode(x0); z_t by Eq. (4); || eps - model(z_t, t, y) ||^2.")
-    _pass("latent loss: matches Algorithm 1 on the autoencoder's latents, with the prompt")
+    judge("latent loss", got, expected, mistakes, "z0 = encode(x0); z_t by Eq. (4); || eps - model(z_t, t, y) ||^2.")
+    report_pass("latent loss: matches Algorithm 1 on the autoencoder's latents, with the prompt")
 
 
 # ---- lesson 09: gradient accumulation -----------------------------------------------------------------
@@ -178,11 +178,11 @@ def check_grad_accumulation(fn: Callable[..., None]) -> None:
             zeroed + " Also divide each micro-batch's loss by their number.": only_last,
         }
         model.zero_grad()
-        fn(model, x.clone(), target.clone(), k)
+        call("grad accumulation", fn, model, x.clone(), target.clone(), k)
         if model.weight.grad is None:
             raise CheckFailed(
                 "grad accumulation: no gradient was computed. Call .backward() on each micro-batch's loss."
             )
         got = torch.cat([model.weight.grad.flatten(), model.bias.grad.flatten()])
-        _judge(f"grad accumulation ({k} micro-batches)", got, expected, mistakes, "sum over chunks of loss_i / k.")
-    _pass("grad accumulation: 3 and 4 micro-batches give the gradient of the whole batch")
+        judge(f"grad accumulation ({k} micro-batches)", got, expected, mistakes, "sum over chunks of loss_i / k.")
+    report_pass("grad accumulation: 3 and 4 micro-batches give the gradient of the whole batch")

@@ -1,6 +1,15 @@
-"""What every check shares: compare with the reference, name the usual mistake, print one PASS line."""
+"""What every check shares: call the learner's function safely, compare with the reference, name the usual
+mistake, print one PASS line.
+
+Beyond the value, a check catches answers that match numerically but break the next cell: the wrong dtype
+(float64 where the network is float32), the wrong device, a shape that only broadcast by luck, and an
+input changed in place.
+"""
 
 from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
 
 import torch
 
@@ -17,8 +26,41 @@ def _close(a, b, tol: float = 1e-5) -> bool:
     )
 
 
-def _judge(name: str, got, expected: torch.Tensor, mistakes: dict[str, torch.Tensor], default_hint: str) -> None:
-    """Print PASS, or raise CheckFailed naming the shape problem or the mistake that got matches."""
+def _argument_names(fn: Callable, count: int) -> list[str]:
+    try:
+        names = [p.name for p in inspect.signature(fn).parameters.values()]
+    except (TypeError, ValueError):
+        names = []
+    return [names[i] if i < len(names) else f"argument {i + 1}" for i in range(count)]
+
+
+def call(name: str, fn: Callable, *args):
+    """Call the learner's ``fn(*args)``; fail with a hint if it changed a tensor argument in place or if
+    two shapes did not broadcast (a per-image value of shape (B,) against a batch (B, C, H, W))."""
+    before = [a.detach().clone() if isinstance(a, torch.Tensor) else None for a in args]
+    try:
+        got = fn(*args)
+    except RuntimeError as error:
+        if "must match the size of tensor" in str(error) or "not broadcastable" in str(error):
+            raise CheckFailed(
+                f"{name}: two shapes do not fit together ({error}). A per-image value of shape (B,) needs "
+                ".view(-1, 1, 1, 1) to multiply an image batch of shape (B, C, H, W)."
+            ) from None
+        raise
+    for arg_name, arg, old in zip(_argument_names(fn, len(args)), args, before, strict=True):
+        if old is not None and not (arg.shape == old.shape and torch.equal(arg.detach(), old)):
+            raise CheckFailed(
+                f"{name}: your function changed its input `{arg_name}` in place (an in-place operation such as "
+                f"`{arg_name} += ...`, `{arg_name}[...] = ...` or a method ending in _). The caller still needs "
+                "it: compute a new tensor instead."
+            )
+    return got
+
+
+def judge(name: str, got, expected: torch.Tensor, mistakes: dict[str, torch.Tensor], default_hint: str) -> None:
+    """Return quietly when ``got`` matches ``expected`` in type, shape, dtype, device and value; otherwise
+    raise CheckFailed naming the problem, or the known mistake in ``mistakes`` (hint -> wrong value) that
+    ``got`` matches."""
     if not isinstance(got, torch.Tensor):
         raise CheckFailed(f"{name}: expected a torch.Tensor, got {type(got).__name__}. Did you forget `return`?")
     if got.shape != expected.shape:
@@ -26,9 +68,25 @@ def _judge(name: str, got, expected: torch.Tensor, mistakes: dict[str, torch.Ten
             f"{name}: wrong shape {tuple(got.shape)}, expected {tuple(expected.shape)}. "
             "Check how you index with t and broadcast over (B, C, H, W) (e.g. .view(-1, 1, 1, 1))."
         )
+    if got.device != expected.device:
+        raise CheckFailed(
+            f"{name}: the result is on {got.device}, expected {expected.device}, where the inputs are. Create new "
+            "tensors with device=x.device (or .to(x.device)), so the next cell finds them where its model is."
+        )
     if not bool(torch.isfinite(got).all()):
         raise CheckFailed(f"{name}: your result contains NaN or inf. Look for a log or sqrt of a negative number.")
-    if _close(got, expected):
+    matches = _close(got, expected)
+    if matches and got.dtype != expected.dtype:
+        raise CheckFailed(
+            f"{name}: the values are right but the dtype is {got.dtype}, expected {expected.dtype}. "
+            + (
+                "The schedule's tensors are float64; take .float() (or .to(x.dtype)) before mixing them with "
+                "images, or the float32 network in the next cell refuses the result."
+                if got.dtype == torch.float64
+                else "Convert with .to(dtype) where the inputs' dtype changed."
+            )
+        )
+    if matches:
         return
     for hint, wrong in mistakes.items():
         if _close(got, wrong):
@@ -37,5 +95,5 @@ def _judge(name: str, got, expected: torch.Tensor, mistakes: dict[str, torch.Ten
     raise CheckFailed(f"{name}: not yet (largest difference {diff:.3g}). {default_hint}")
 
 
-def _pass(message: str) -> None:
+def report_pass(message: str) -> None:
     print(f"PASS {message}")

@@ -7,7 +7,7 @@ from collections.abc import Callable
 
 import torch
 
-from ddpm_lessons.checks.core import CheckFailed, _judge, _pass
+from ddpm_lessons.checks.core import CheckFailed, call, judge, report_pass
 from ddpm_lessons.forward import q_posterior, q_sample
 from ddpm_lessons.losses import normal_kl
 from ddpm_lessons.schedules import NoiseSchedule
@@ -18,7 +18,7 @@ from ddpm_lessons.unet import ResBlock, timestep_embedding
 def check_scaling(fn: Callable[[torch.Tensor], torch.Tensor]) -> None:
     """fn(uint8 pixels) -> float pixels in [-1, 1]: 0 -> -1 and 255 -> 1."""
     pixels = torch.arange(256, dtype=torch.uint8).view(16, 16)
-    got = fn(pixels.clone())
+    got = call("scaling", fn, pixels.clone())
     expected = pixels.float() / 127.5 - 1
     if isinstance(got, torch.Tensor) and not got.is_floating_point():
         raise CheckFailed("scaling: the result is still an integer tensor; convert with .float() first.")
@@ -29,8 +29,8 @@ def check_scaling(fn: Callable[[torch.Tensor], torch.Tensor]) -> None:
             pixels.float() / 255 - 0.5
         ),
     }
-    _judge("scaling", got, expected, mistakes, "x = 2 p / 255 - 1 maps 0 -> -1 and 255 -> 1.")
-    _pass("scaling: 0 -> -1, 255 -> 1, and everything in between on a straight line")
+    judge("scaling", got, expected, mistakes, "x = 2 p / 255 - 1 maps 0 -> -1 and 255 -> 1.")
+    report_pass("scaling: 0 -> -1, 255 -> 1, and everything in between on a straight line")
 
 
 # ---- lesson 01 ---------------------------------------------------------------------------------
@@ -38,7 +38,7 @@ def check_alpha_bar(fn: Callable[[torch.Tensor], torch.Tensor]) -> None:
     """fn(betas (T,)) -> alpha_bar (T,), Eq. (4)'s alpha_bar_t = prod_{s<=t} (1 - beta_s)."""
     for kind in ("linear", "cosine"):
         s = NoiseSchedule.make(kind, 1000)
-        got = fn(s.betas.clone())
+        got = call("alpha_bar", fn, s.betas.clone())
         mistakes = {
             "You multiplied the betas; alpha_t = 1 - beta_t, so multiply the alphas.": torch.cumprod(s.betas, 0),
             "That is alpha_t itself; alpha_bar_t is the cumulative product (torch.cumprod).": s.alphas,
@@ -49,8 +49,8 @@ def check_alpha_bar(fn: Callable[[torch.Tensor], torch.Tensor]) -> None:
                 1 - torch.cumsum(s.betas, 0)
             ),
         }
-        _judge(f"alpha_bar ({kind} schedule)", got, s.alpha_bar, mistakes, "alpha_bar_t = prod_{s<=t} (1 - beta_s).")
-    _pass("alpha_bar: matches the package for the linear and cosine schedules")
+        judge(f"alpha_bar ({kind} schedule)", got, s.alpha_bar, mistakes, "alpha_bar_t = prod_{s<=t} (1 - beta_s).")
+    report_pass("alpha_bar: matches the package for the linear and cosine schedules")
 
 
 def check_q_sample(fn: Callable[..., torch.Tensor]) -> None:
@@ -78,14 +78,14 @@ def check_q_sample(fn: Callable[..., torch.Tensor]) -> None:
         ),
     }
     expected = q_sample(s, x0, t, noise=noise)
-    _judge(
+    judge(
         "q_sample",
-        fn(s, x0.clone(), t.clone(), noise.clone()),
+        call("q_sample", fn, s, x0.clone(), t.clone(), noise.clone()),
         expected,
         mistakes,
         "x_t = sqrt(ab) x0 + sqrt(1-ab) eps.",
     )
-    _pass("q_sample: matches Eq. (4) for t = 0, 10, 500 and 998")
+    report_pass("q_sample: matches Eq. (4) for t = 0, 10, 500 and 998")
 
 
 # ---- lesson 02 ---------------------------------------------------------------------------------
@@ -97,7 +97,7 @@ def check_posterior(fn: Callable[..., tuple[torch.Tensor, torch.Tensor]]) -> Non
     xt = torch.randn(3, 1, 4, 4, generator=g, dtype=torch.float64)
     t = torch.tensor([1, 200, 999])
     mean, var, _ = q_posterior(s, x0, xt, t)
-    out = fn(s, x0.clone(), xt.clone(), t.clone())
+    out = call("posterior", fn, s, x0.clone(), xt.clone(), t.clone())
     if not isinstance(out, tuple) or len(out) != 2:
         raise CheckFailed("posterior: return a pair (mean, variance)")
     got_mean, got_var = out
@@ -105,7 +105,7 @@ def check_posterior(fn: Callable[..., tuple[torch.Tensor, torch.Tensor]]) -> Non
     ct = s.posterior_mean_coef_xt[t].view(-1, 1, 1, 1)
     ab_t, ab_prev = s.alpha_bar[t].view(-1, 1, 1, 1), s.alpha_bar_prev[t].view(-1, 1, 1, 1)
     beta = s.betas[t].view(-1, 1, 1, 1)
-    _judge(
+    judge(
         "posterior mean",
         got_mean,
         mean,
@@ -133,7 +133,7 @@ def check_posterior(fn: Callable[..., tuple[torch.Tensor, torch.Tensor]]) -> Non
         ) from err
     full = var.expand_as(mean)
     beta_tilde_off = (1 - s.alpha_bar_prev[t - 1]) / (1 - s.alpha_bar_prev[t]) * s.betas[t]
-    _judge(
+    judge(
         "posterior variance",
         got_var,
         full,
@@ -148,7 +148,7 @@ def check_posterior(fn: Callable[..., tuple[torch.Tensor, torch.Tensor]]) -> Non
         },
         "Eq. (7): beta_tilde_t = (1 - alpha_bar_{t-1}) / (1 - alpha_bar_t) beta_t.",
     )
-    _pass("posterior: mean and variance match Eq. (7) for t = 1, 200 and 999")
+    report_pass("posterior: mean and variance match Eq. (7) for t = 1, 200 and 999")
 
 
 def check_normal_kl(fn: Callable[..., torch.Tensor]) -> None:
@@ -169,14 +169,14 @@ def check_normal_kl(fn: Callable[..., torch.Tensor]) -> None:
             0.5 * (lv2 - lv1 + torch.exp(lv1 - lv2) + (m1 - m2) ** 2 * torch.exp(-0.5 * lv2) - 1)
         ),
     }
-    _judge(
+    judge(
         "normal_kl",
-        fn(m1, lv1, m2, lv2),
+        call("normal_kl", fn, m1, lv1, m2, lv2),
         expected,
         mistakes,
         "KL = 0.5 (lv2 - lv1 + e^(lv1-lv2) + (m1-m2)^2 e^-lv2 - 1).",
     )
-    _pass("normal_kl: matches the closed form on 50 random pairs of Gaussians")
+    report_pass("normal_kl: matches the closed form on 50 random pairs of Gaussians")
 
 
 # ---- lesson 03 ---------------------------------------------------------------------------------
@@ -196,8 +196,14 @@ def check_timestep_embedding(fn: Callable[[torch.Tensor, int], torch.Tensor]) ->
             [torch.sin(t.float()[:, None] * freqs_half), torch.cos(t.float()[:, None] * freqs_half)], dim=1
         ),
     }
-    _judge("timestep_embedding", fn(t.clone(), dim), expected, mistakes, "emb = [sin(t w_i) | cos(t w_i)].")
-    _pass("timestep_embedding: matches the package for t = 0, 1, 25, 999 (dim 32)")
+    judge(
+        "timestep_embedding",
+        call("timestep_embedding", fn, t.clone(), dim),
+        expected,
+        mistakes,
+        "emb = [sin(t w_i) | cos(t w_i)].",
+    )
+    report_pass("timestep_embedding: matches the package for t = 0, 1, 25, 999 (dim 32)")
 
 
 def check_res_block(block_cls: type) -> None:
@@ -230,5 +236,5 @@ def check_res_block(block_cls: type) -> None:
         "The embedding is added at the end; add it after the first convolution, before norm2.": late_emb,
         "The time embedding is not used: add emb_proj(silu(emb)) to h, broadcast over H and W.": no_emb,
     }
-    _judge("res block", got, expected, mistakes, "norm1-silu-conv1, + emb, norm2-silu-dropout-conv2, + skip(x).")
-    _pass("res block: same output as the package's ResBlock with the same weights")
+    judge("res block", got, expected, mistakes, "norm1-silu-conv1, + emb, norm2-silu-dropout-conv2, + skip(x).")
+    report_pass("res block: same output as the package's ResBlock with the same weights")

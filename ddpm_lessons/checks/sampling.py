@@ -10,7 +10,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from ddpm_lessons.checks.core import CheckFailed, _judge, _pass
+from ddpm_lessons.checks.core import CheckFailed, call, judge, report_pass
 from ddpm_lessons.samplers import ddim_step, guided_eps, p_sample
 from ddpm_lessons.schedules import NoiseSchedule
 from ddpm_lessons.unet import NO_LABEL
@@ -51,7 +51,7 @@ def check_training_loss(fn: Callable[..., torch.Tensor]) -> None:
     s = NoiseSchedule.make("linear", 1000)
     x0 = torch.rand(4096, 1, 2, 2, generator=torch.Generator().manual_seed(4)) * 2 - 1
     model = _Probe()
-    loss = fn(model, s, x0.clone(), torch.Generator().manual_seed(5))
+    loss = call("training loss", fn, model, s, x0.clone(), torch.Generator().manual_seed(5))
     if not isinstance(loss, torch.Tensor) or loss.numel() != 1:
         raise CheckFailed(f"training loss: return one number as a tensor (got {type(loss).__name__}).")
     if not loss.requires_grad:
@@ -66,6 +66,12 @@ def check_training_loss(fn: Callable[..., torch.Tensor]) -> None:
     xt, t = model.calls[0]
     if xt.shape != x0.shape:
         raise CheckFailed(f"training loss: the model got x_t of shape {tuple(xt.shape)}, expected {tuple(x0.shape)}.")
+    if xt.dtype != x0.dtype:
+        raise CheckFailed(
+            f"training loss: the model got x_t as {xt.dtype} while x0 is {x0.dtype}. schedule.alpha_bar is float64: "
+            "take .float() (or .to(x0.dtype)) of alpha_bar[t] before mixing it with images, or the U-Net (float32 "
+            "weights) refuses x_t in the next cell."
+        )
     if t.shape != (len(x0),) or t.is_floating_point():
         raise CheckFailed(
             f"training loss: t must be integers of shape (B,) = ({len(x0)},), one timestep per image; "
@@ -103,7 +109,7 @@ def check_training_loss(fn: Callable[..., torch.Tensor]) -> None:
     expected = ((pred - eps) ** 2).mean()
     got = loss.detach().reshape(())
     if torch.allclose(got, expected, rtol=1e-3):
-        _pass("training loss: t uniform over 0..T-1, x_t from Eq. (4), loss = mean ||eps - eps_theta||^2")
+        report_pass("training loss: t uniform over 0..T-1, x_t from Eq. (4), loss = mean ||eps - eps_theta||^2")
         return
     if torch.allclose(got, ((pred - x0) ** 2).mean(), rtol=1e-3):
         raise CheckFailed("training loss: not yet. The target is the noise eps you drew, not x0 (Eq. 14).")
@@ -121,7 +127,7 @@ def check_p_sample(fn: Callable[..., torch.Tensor]) -> None:
     xt = torch.randn(3, 1, 4, 4, generator=torch.Generator().manual_seed(6))
     for t in (500, 1, 0):
         expected = p_sample(_toy_eps, s, xt, t, clip_x0=False, generator=torch.Generator().manual_seed(7))
-        got = fn(_toy_eps, s, xt.clone(), t, torch.Generator().manual_seed(7))
+        got = call("p_sample", fn, _toy_eps, s, xt.clone(), t, torch.Generator().manual_seed(7))
         z = torch.randn(xt.shape, generator=torch.Generator().manual_seed(7))
         eps = _toy_eps(xt, torch.full((3,), t))
         beta, alpha, ab = (float(v[t]) for v in (s.betas, s.alphas, s.alpha_bar))
@@ -155,8 +161,8 @@ def check_p_sample(fn: Callable[..., torch.Tensor]) -> None:
             mistakes["Off by one in t: index the schedule with t itself (timesteps are 0-indexed here)."] = (
                 xt - b1 / (1 - ab1) ** 0.5 * eps
             ) / a1**0.5 + b1**0.5 * z
-        _judge(f"p_sample (t={t})", got, expected, mistakes, "Algorithm 2, line 4.")
-    _pass("p_sample: matches Algorithm 2 at t = 500, 1 and 0 (no noise at the last step)")
+        judge(f"p_sample (t={t})", got, expected, mistakes, "Algorithm 2, line 4.")
+    report_pass("p_sample: matches Algorithm 2 at t = 500, 1 and 0 (no noise at the last step)")
 
 
 # ---- lesson 05 ---------------------------------------------------------------------------------
@@ -188,9 +194,9 @@ def check_ddim_step(fn: Callable[..., torch.Tensor]) -> None:
                 "t_prev = -1 means 'after the last step', where alpha_bar is 1; in Python alpha_bar[-1] is the "
                 "LAST entry (t = T-1). Use 1.0 when t_prev < 0."
             ] = last**0.5 * x0_pred + (1 - last) ** 0.5 * eps
-        got = fn(s, xt.clone(), eps.clone(), t, t_prev)
-        _judge(f"ddim step (t={t} -> {t_prev})", got, expected, mistakes, "Song et al. Eq. (12) with sigma = 0.")
-    _pass("ddim step: matches Eq. (12) of Song et al. for 999 -> 979, 500 -> 250 and 20 -> the end")
+        got = call("ddim step", fn, s, xt.clone(), eps.clone(), t, t_prev)
+        judge(f"ddim step (t={t} -> {t_prev})", got, expected, mistakes, "Song et al. Eq. (12) with sigma = 0.")
+    report_pass("ddim step: matches Eq. (12) of Song et al. for 999 -> 979, 500 -> 250 and 20 -> the end")
 
 
 # ---- lesson 06 ---------------------------------------------------------------------------------
@@ -214,6 +220,6 @@ def check_guided_eps(fn: Callable[..., torch.Tensor]) -> None:
                 (1 - w) * cond + w * uncond
             ),
         }
-        got = fn(_toy_eps, xt.clone(), t.clone(), y.clone(), w)
-        _judge(f"guided eps (w={w})", got, expected, mistakes, "eps = (1 + w) eps_cond - w eps_uncond.")
-    _pass("guided eps: matches Ho & Salimans' (1 + w) eps_cond - w eps_uncond for w = 0, 1.5 and 4")
+        got = call("guided eps", fn, _toy_eps, xt.clone(), t.clone(), y.clone(), w)
+        judge(f"guided eps (w={w})", got, expected, mistakes, "eps = (1 + w) eps_cond - w eps_uncond.")
+    report_pass("guided eps: matches Ho & Salimans' (1 + w) eps_cond - w eps_uncond for w = 0, 1.5 and 4")
