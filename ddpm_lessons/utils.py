@@ -116,6 +116,33 @@ def format_duration(seconds: float) -> str:
     return f"{seconds / 3600:.1f} h"
 
 
+def time_call(fn, *args, repeats: int = 2, **kwargs) -> float:
+    """Seconds one ``fn(*args, **kwargs)`` takes on this device: the mean of ``repeats`` calls after one
+    warm-up call, without gradients (e.g. one network call on a batch, to size a sampling loop)."""
+    with torch.no_grad():
+        fn(*args, **kwargs)
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        for _ in range(repeats):
+            fn(*args, **kwargs)
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+    return (time.perf_counter() - start) / repeats
+
+
+def say_how_long(
+    what: str, seconds_per_unit: float, units: int, unit: str = "network call", threshold_s: float = 60.0
+) -> float:
+    """Print, before a long job, how long it will take on this device: ``units`` times a measured
+    ``seconds_per_unit`` (from :func:`time_call`). Silent for jobs under ``threshold_s``. Returns the seconds."""
+    total = seconds_per_unit * units
+    if total > threshold_s:
+        rate = f"{seconds_per_unit:.3g} s per {unit}, measured here"
+        print(f"{what}: about {format_duration(total)} on this device for {units} {unit}s ({rate})", flush=True)
+    return total
+
+
 class TimeEstimate:
     """Says once, early, how long a long job will take on this device, from its own first units.
 

@@ -381,6 +381,9 @@ def test_a_per_image_value_that_is_not_reshaped_gets_the_broadcast_hint():
         ab = s.alpha_bar[t].float()
         return F.mse_loss(model(ab.sqrt() * x0 + (1 - ab).sqrt() * eps, t), eps)
 
-    for check, answer in ((checks.check_q_sample, q_sample_without_view), (checks.check_training_loss, loss_without_view)):
+    for check, answer in (
+        (checks.check_q_sample, q_sample_without_view),
+        (checks.check_training_loss, loss_without_view),
+    ):
         with pytest.raises(CheckFailed, match="shapes do not fit together.*view\\(-1, 1, 1, 1\\)"):
             check(answer)

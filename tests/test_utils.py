@@ -104,6 +104,18 @@ def test_time_estimate_is_silent_for_short_jobs(capsys):
     assert capsys.readouterr().out == "" and estimate.projected_s < 60
 
 
+def test_say_how_long_multiplies_a_measured_call(capsys):
+    calls = []
+    seconds = utils.time_call(lambda x: calls.append(x.sum()), torch.ones(3), repeats=3)
+    assert len(calls) == 4 and 0 <= seconds < 1  # one warm-up call, then three timed ones
+    assert utils.say_how_long("the table", 0.5, 100) == 50.0 and capsys.readouterr().out == ""  # under a minute
+    assert utils.say_how_long("the table", 0.5, 1000) == 500.0
+    out = capsys.readouterr().out
+    assert (
+        out == "the table: about 8 min on this device for 1000 network calls (0.5 s per network call, measured here)\n"
+    )
+
+
 def test_format_duration():
     assert [format_duration(s) for s in (5, 89, 600, 5400, 7200)] == ["5 s", "89 s", "10 min", "1.5 h", "2.0 h"]
 
