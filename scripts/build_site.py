@@ -31,7 +31,7 @@ def title_of(nb: nbformat.NotebookNode, fallback: str) -> str:
 
 def build(out: Path, execute: bool) -> list[Path]:
     if execute:
-        os.environ.update(DDPM_FAST="1", DDPM_OFFLINE="1", DDPM_WIDGETS="static")  # the kernels inherit these
+        os.environ.update(DDPM_PROFILE="fast", DDPM_OFFLINE="1", DDPM_WIDGETS="static")  # the kernels inherit these
     out.mkdir(parents=True, exist_ok=True)
     exporter = HTMLExporter(template_name="lab")
     entries, written = [], []

@@ -45,7 +45,7 @@ def _get_json(url: str):
 @pytest.fixture
 def jupyterlab(tmp_path):
     """A JupyterLab server on a free loopback port, with every Jupyter/IPython folder under tmp_path."""
-    env = {**os.environ, "DDPM_FAST": "1", "DDPM_OFFLINE": "1"}
+    env = {**os.environ, "DDPM_PROFILE": "fast", "DDPM_OFFLINE": "1"}
     env.pop("DDPM_WIDGETS", None)  # the real, interactive explorer
     env.pop("MPLBACKEND", None)
     for name, sub in [("HOME", "home"), ("JUPYTER_CONFIG_DIR", "cfg"), ("JUPYTER_DATA_DIR", "data"),
