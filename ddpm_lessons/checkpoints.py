@@ -126,6 +126,20 @@ def save_training_checkpoint(path: Path, state: dict, record: dict) -> None:
     write_json(Path(path).with_suffix(".json"), record)
 
 
+def check_version(record: dict, path: Path) -> None:
+    """Refuse a file written by a newer ddpm_lessons, whose record this version may not understand."""
+    written_by = str(record.get("ddpm_lessons_version", "0"))
+    try:
+        newer = tuple(int(p) for p in written_by.split(".")) > tuple(int(p) for p in __version__.split("."))
+    except ValueError:
+        newer = True
+    if newer:
+        raise ValueError(
+            f"{path} was written by ddpm_lessons {written_by}, newer than this {__version__}; update the package "
+            "(git pull, then pip install -e .) to read it"
+        )
+
+
 def load_training_checkpoint(path: Path, map_location="cpu") -> tuple[dict, dict]:
     """Read a training checkpoint without unpickling code. Returns (state, record)."""
     path = Path(path)
@@ -134,8 +148,15 @@ def load_training_checkpoint(path: Path, map_location="cpu") -> tuple[dict, dict
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as err:
-        raise ValueError(f"cannot read checkpoint {path} ({type(err).__name__}: {err}); it may be truncated") from err
-    return state, json.loads(state.pop("record_json"))
+        raise ValueError(
+            f"cannot read checkpoint {path} ({type(err).__name__}); it is truncated or not a checkpoint.pt written by "
+            "`train`. Resume from the run's last good checkpoint, or start a new --out"
+        ) from err
+    if not isinstance(state, dict) or "record_json" not in state or "ema" not in state:
+        raise ValueError(f"{path} is a PyTorch file but not a ddpm_lessons training checkpoint (no record, no EMA)")
+    record = json.loads(state.pop("record_json"))
+    check_version(record, path)
+    return state, record
 
 
 def export_model(path: Path, model: torch.nn.Module, record: dict) -> None:
@@ -155,20 +176,35 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[UN
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"no model at {path}; pass the path of a .safetensors or checkpoint.pt file")
+    if path.suffix not in (".safetensors", ".pt"):
+        raise ValueError(f"{path} is neither a .safetensors model nor a checkpoint.pt; pass one of those")
     if path.suffix == ".safetensors":
         from safetensors import safe_open
         from safetensors.torch import load_file
 
-        with safe_open(str(path), framework="pt") as f:
-            meta = f.metadata() or {}
+        try:
+            with safe_open(str(path), framework="pt") as f:
+                meta = f.metadata() or {}
+            weights = load_file(str(path))
+        except Exception as err:
+            raise ValueError(
+                f"cannot read {path} ({type(err).__name__}); it is truncated or not a safetensors file. "
+                "Export it again, or point at another model"
+            ) from err
         if "record" not in meta:
             raise ValueError(f"{path} has no ddpm_lessons config record; it was not written by export_model")
-        record, weights = json.loads(meta["record"]), load_file(str(path))
+        record = json.loads(meta["record"])
+        check_version(record, path)
     else:
         state, record = load_training_checkpoint(path)
         weights = state["ema"]
     model = UNet(model_config_from_record(record))
-    missing, unexpected = model.load_state_dict(weights, strict=False)
+    try:
+        missing, unexpected = model.load_state_dict(weights, strict=False)
+    except RuntimeError as err:  # a tensor of another shape
+        raise ConfigMismatch(
+            f"{path}: weights do not fit the recorded config ({str(err).splitlines()[-1].strip()})"
+        ) from err
     if missing or unexpected:
         raise ConfigMismatch(
             f"{path}: weights do not fit the recorded config (missing {missing}, unexpected {unexpected})"

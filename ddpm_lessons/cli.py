@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
-import platform
 import signal
 import sys
 from pathlib import Path
@@ -15,84 +13,13 @@ import torch
 
 
 def cmd_doctor(args) -> int:
-    from ddpm_lessons import __version__
-    from ddpm_lessons.checkpoints import (
-        PRETRAINED_AUTOENCODER,
-        PRETRAINED_LATENT_TEXT,
-        PRETRAINED_MNIST,
-        PRETRAINED_SR7,
-    )
-    from ddpm_lessons.data import BUNDLED_MNIST, DEBIAN_FASHION_MNIST
-    from ddpm_lessons.metrics import CLASSIFIER_PATH
-    from ddpm_lessons.utils import PROFILE_ENV, get_device, is_offline, profile_and_reason
+    from ddpm_lessons.doctor import run_doctor
 
-    problems = 0
+    return run_doctor()
 
-    def shown(path: Path) -> str:  # relative to the course, so the output says the same on every machine
-        root = BUNDLED_MNIST.parent.parent
-        return str(path.relative_to(root)) if path.is_relative_to(root) else str(path)
 
-    def line(ok: bool | None, what: str, fix: str = "") -> None:
-        nonlocal problems
-        mark = {True: "ok  ", False: "FIX ", None: "note"}[ok]
-        problems += ok is False
-        print(f"[{mark}] {what}" + (f"\n       -> {fix}" if fix and ok is not True else ""))
-
-    py_ok = sys.version_info >= (3, 10)
-    line(py_ok, f"Python {platform.python_version()}", "install Python 3.10 or newer")
-    line(True, f"ddpm_lessons {__version__}, torch {torch.__version__}")
-    device = get_device()
-    line(
-        True if device.type == "cuda" else None,
-        f"device: {device}",
-        "no CUDA GPU: training runs on this device; on Colab choose Runtime > Change runtime type > GPU",
-    )
-    line(
-        BUNDLED_MNIST.exists(),
-        f"bundled MNIST sample: {shown(BUNDLED_MNIST)}",
-        "it ships with the repository: install from a clone (pip install -e .)",
-    )
-    line(
-        CLASSIFIER_PATH.exists(),
-        f"metrics classifier: {shown(CLASSIFIER_PATH)}",
-        "python benchmarks/train_classifier.py",
-    )
-    for path, what in (
-        (PRETRAINED_MNIST, "pretrained MNIST model (lessons 04-07, the demo)"),
-        (PRETRAINED_SR7, "super-resolution model (lesson 07)"),
-        (PRETRAINED_AUTOENCODER, "autoencoder (lesson 08)"),
-        (PRETRAINED_LATENT_TEXT, "latent text model (lesson 08)"),
-    ):
-        line(
-            path.exists(),
-            f"{what}: {shown(path)}",
-            "it ships with the repository: install from a clone; data/checkpoints/README.md says how to retrain it",
-        )
-    full = (BUNDLED_MNIST.parent / "MNIST" / "raw" / "train-images-idx3-ubyte").exists()
-    line(
-        True if full else None,
-        "full MNIST on disk" if full else "full MNIST not downloaded",
-        "optional: load_mnist(source='torchvision') downloads it where the network allows",
-    )
-    fashion = (DEBIAN_FASHION_MNIST / "train-images-idx3-ubyte.gz").exists()
-    fashion_what = "Fashion-MNIST installed (Debian's dataset-fashion-mnist)" if fashion else "Fashion-MNIST missing"
-    line(True if fashion else None, fashion_what, "optional: sudo apt-get install dataset-fashion-mnist")
-    for module, extra in (
-        ("matplotlib", "notebooks"),
-        ("ipywidgets", "notebooks"),
-        ("jupyterlab", "notebooks"),
-    ):
-        found = importlib.util.find_spec(module) is not None
-        line(found, f"{module} {'installed' if found else 'missing'}", f'pip install -e ".[{extra}]"')
-    profile, why = profile_and_reason()
-    other = "full" if profile == "fast" else "fast"
-    line(
-        None,
-        f"profile: {profile.upper()} ({why}); offline: {is_offline()}",
-        f"to change: {PROFILE_ENV}={other} in the environment, or use_profile({other!r}) in a notebook",
-    )
-    print("all good" if problems == 0 else f"{problems} thing(s) to fix, see above")
-    return 1 if problems else 0
+class UsageError(ValueError):
+    """Options that do not fit together or do not fit the data; ``main`` prints it and exits with status 2."""
 
 
 def _load_training_data(args):
@@ -103,9 +30,9 @@ def _load_training_data(args):
     if args.dataset == "fashion-mnist":
         return (*load_fashion_mnist("train"), 1, 28)
     if args.data is None:
-        raise SystemExit("train --dataset folder needs --data DIR, the folder that holds your images")
+        raise UsageError("train --dataset folder needs --data DIR, the folder that holds your images")
     if args.conditional:
-        raise SystemExit("--conditional needs labels; an image folder has none. Drop --conditional.")
+        raise UsageError("--conditional needs labels; an image folder has none. Drop --conditional.")
     ds = ImageFolder(args.data, image_size=args.image_size, channels=args.channels, flip=args.flip)
     return ds, None, args.channels, args.image_size
 
@@ -115,7 +42,7 @@ def _super_resolution(low_size: int | None, image_size: int) -> dict:
     if not low_size:
         return {}
     if not 0 < low_size < image_size or image_size % low_size:
-        raise SystemExit(
+        raise UsageError(
             f"--super-resolution {low_size}: the low resolution must divide the image size {image_size} and be "
             f"smaller (for 28x28 digits: 7 or 14)"
         )
@@ -187,14 +114,14 @@ def _labels_for(spec: str | None, n: int, num_classes: int | None) -> torch.Tens
     if spec is None:
         return torch.arange(n) % num_classes if num_classes else None
     if not num_classes:
-        raise SystemExit("--labels needs a class-conditional model; this checkpoint has none")
+        raise UsageError("--labels needs a class-conditional model; this checkpoint has none")
     if spec == "balanced":
         return torch.arange(n) % num_classes
     if spec == "none":
         return None
     if spec.isdigit() and int(spec) < num_classes:
         return torch.full((n,), int(spec))
-    raise SystemExit(f"--labels must be 'balanced', 'none' or a digit 0..{num_classes - 1}, got {spec!r}")
+    raise UsageError(f"--labels must be 'balanced', 'none' or a digit 0..{num_classes - 1}, got {spec!r}")
 
 
 def cmd_sample(args) -> int:
@@ -205,12 +132,12 @@ def cmd_sample(args) -> int:
 
     out = Path(args.out)
     if out.suffix != ".npz":
-        raise SystemExit(f"--out must end in .npz, got {out}")
+        raise UsageError(f"--out must end in .npz, got {out}")
     device = get_device(args.device)
     model, schedule, record = load_model(args.checkpoint, device=device)
     cfg = model.config
     if cfg.cond_channels:
-        raise SystemExit(
+        raise UsageError(
             f"{args.checkpoint} is a model conditioned on an image ({record.get('condition', 'cond_channels')}); "
             "`sample` draws from unconditioned models. Sample it in Python with superres.conditioned(model, "
             "cond), as notebooks/07_inpainting_and_super_resolution.ipynb does."
@@ -247,23 +174,128 @@ def cmd_sample(args) -> int:
     return 0
 
 
+# Below this many samples the Frechet distance of the classifier's 64 features is mostly sampling noise.
+MIN_SAMPLES_FOR_DISTANCE = 500
+
+
+def read_samples(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
+    """The images (N, 28, 28) uint8 and labels (N,) int of a samples file, checked on the way in."""
+    if not path.exists():
+        raise FileNotFoundError(f"no samples at {path}; make them with `python -m ddpm_lessons sample --out {path}`")
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            arrays = {key: f[key] for key in f.files}
+    except Exception as err:
+        raise ValueError(
+            f"cannot read {path} ({type(err).__name__}); it is not an .npz file, or it is truncated. "
+            "Write it with `python -m ddpm_lessons sample --out FILE.npz`"
+        ) from None
+    if "images" not in arrays:
+        raise ValueError(
+            f"{path} has no 'images' array (it has {sorted(arrays) or 'none'}); it was not written by `sample`"
+        )
+    images, labels = arrays["images"], arrays.get("labels")
+    if images.dtype != np.uint8:
+        raise ValueError(
+            f"{path}: images are {images.dtype}, expected uint8 pixels 0..255 as `sample` writes them; convert floats "
+            "in [-1, 1] with ddpm_lessons.data.to_uint8"
+        )
+    if images.ndim == 4 and images.shape[1] == 1:
+        images = images[:, 0]
+    if images.ndim != 3 or images.shape[1:] != (28, 28) or len(images) < 2:
+        raise ValueError(f"{path}: images have shape {images.shape}; the MNIST metrics need (N, 28, 28) with N >= 2")
+    if labels is not None:
+        if labels.shape != (len(images),) or labels.dtype.kind not in "iu" or labels.min() < 0 or labels.max() > 9:
+            raise ValueError(
+                f"{path}: labels must be {len(images)} whole numbers 0..9, one per image; got {labels.dtype} of shape "
+                f"{labels.shape}. Drop the 'labels' array to score unconditional samples"
+            )
+    return images, labels
+
+
 def cmd_evaluate(args) -> int:
     from ddpm_lessons.metrics import evaluate_samples
 
-    path = Path(args.samples)
-    if not path.exists():
-        raise SystemExit(f"no samples at {path}; make them with `python -m ddpm_lessons sample --out {path}`")
-    with np.load(path) as f:
-        if "images" not in f:
-            raise SystemExit(f"{path} has no 'images' array; it was not written by `sample`")
-        images, labels = f["images"], f["labels"] if "labels" in f else None
-    print(json.dumps(evaluate_samples(images, labels, seed=args.seed, floor_draws=args.floor_draws), indent=2))
+    images, labels = read_samples(Path(args.samples))
+    result = evaluate_samples(images, labels, seed=args.seed, floor_draws=args.floor_draws)
+    print(json.dumps(result, indent=2))
+    if len(images) < MIN_SAMPLES_FOR_DISTANCE:
+        floor, spread = result["frechet_distance_real_vs_real"], result["frechet_distance_real_vs_real_sd"]
+        print(
+            f"note: with {len(images)} samples the Frechet distance is mostly noise (real digits against real digits "
+            f"already give {floor:.1f} +- {spread:.1f} here); compare models with at least "
+            f"{MIN_SAMPLES_FOR_DISTANCE} samples (the course uses 2,000)",
+            file=sys.stderr,
+        )
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    from ddpm_lessons.training import LR_DECAYS
+# ---- argument types: each names the problem and the fix; argparse adds the argument's name and exits 2 ----
+def _whole(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
 
+
+def _real(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if value != value or value in (float("inf"), float("-inf")):
+        raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
+    return value
+
+
+def positive_int(text: str) -> int:
+    """A count or a size: 1 or more."""
+    value = _whole(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def nonnegative_int(text: str) -> int:
+    """A count where 0 means "none" (warm-up steps, sample grids)."""
+    value = _whole(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    value = _real(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be greater than 0, got {value:g}")
+    return value
+
+
+def nonnegative_float(text: str) -> float:
+    """A weight: 0 or more (guidance w, eta)."""
+    value = _real(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value:g}")
+    return value
+
+
+def fraction(text: str) -> float:
+    """A rate in [0, 1): dropout, label dropout, EMA decay."""
+    value = _real(text)
+    if not 0 <= value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 0 and below 1, got {value:g}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The parser. Defaults and choices come from the package (TrainConfig, UNetConfig, ScheduleConfig,
+    the schedule kinds), so the command line and Python agree."""
+    from ddpm_lessons.checkpoints import ScheduleConfig
+    from ddpm_lessons.schedules import SCHEDULE_KINDS
+    from ddpm_lessons.training import LR_DECAYS, TrainConfig
+    from ddpm_lessons.unet import UNetConfig
+
+    train_defaults, net_defaults, schedule_defaults = TrainConfig(), UNetConfig(), ScheduleConfig()
     p = argparse.ArgumentParser(prog="ddpm-lessons", description="Train, sample and measure DDPMs.")
     sub = p.add_subparsers(dest="command", required=True)
 
@@ -272,52 +304,60 @@ def build_parser() -> argparse.ArgumentParser:
     t = sub.add_parser("train", help="train a U-Net (Algorithm 1), with checkpoints and --resume")
     t.add_argument("--dataset", choices=["mnist", "fashion-mnist", "folder"], default="mnist")
     t.add_argument("--data", type=Path, help="image folder for --dataset folder")
-    t.add_argument("--image-size", type=int, default=64, help="for --dataset folder")
+    t.add_argument("--image-size", type=positive_int, default=64, help="for --dataset folder")
     t.add_argument("--channels", type=int, choices=[1, 3], default=3, help="for --dataset folder")
     t.add_argument("--flip", action="store_true", help="random horizontal flips (folder)")
     t.add_argument("--source", default="auto", choices=["auto", "bundled", "torchvision"], help="MNIST source")
     t.add_argument("--conditional", action="store_true", help="class-conditional with label dropout")
     t.add_argument(
         "--super-resolution",
-        type=int,
+        type=positive_int,
         metavar="LOW",
         help="an SR3 model: condition on the image downsampled to LOW x LOW and upsampled (e.g. 7 for 28x28)",
     )
-    t.add_argument("--steps", type=int, default=10_000)
-    t.add_argument("--batch-size", type=int, default=128)
-    t.add_argument("--grad-accum", type=int, default=1)
-    t.add_argument("--lr", type=float, default=2e-4)
-    t.add_argument("--warmup", type=int, default=500)
-    t.add_argument("--lr-decay", choices=LR_DECAYS, default="none", help="cosine: down to 0 at --steps")
-    t.add_argument("--ema-decay", type=float, default=0.9999)
-    t.add_argument("--label-dropout", type=float, default=0.1)
-    t.add_argument("--base-channels", type=int, default=32)
-    t.add_argument("--channel-mults", type=int, nargs="+", default=[1, 2, 2])
-    t.add_argument("--num-res-blocks", type=int, default=1)
-    t.add_argument("--attention", type=int, nargs="*", default=[7], help="resolutions with self-attention")
-    t.add_argument("--dropout", type=float, default=0.1)
-    t.add_argument("--schedule", default="linear", choices=["linear", "cosine", "quadratic", "sigmoid"])
-    t.add_argument("--T", type=int, default=1000)
-    t.add_argument("--checkpoint-every", type=int, default=500)
-    t.add_argument("--sample-every", type=int, default=0)
-    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--steps", type=positive_int, default=train_defaults.steps)
+    t.add_argument("--batch-size", type=positive_int, default=train_defaults.batch_size)
+    t.add_argument("--grad-accum", type=positive_int, default=train_defaults.grad_accum)
+    t.add_argument("--lr", type=positive_float, default=train_defaults.lr)
+    t.add_argument("--warmup", type=nonnegative_int, default=train_defaults.warmup_steps)
+    t.add_argument("--lr-decay", choices=LR_DECAYS, default=train_defaults.lr_decay, help="cosine: to 0 at --steps")
+    t.add_argument("--ema-decay", type=fraction, default=train_defaults.ema_decay)
+    t.add_argument("--label-dropout", type=fraction, default=train_defaults.label_dropout)
+    t.add_argument("--base-channels", type=positive_int, default=net_defaults.base_channels)
+    t.add_argument("--channel-mults", type=positive_int, nargs="+", default=list(net_defaults.channel_mults))
+    t.add_argument("--num-res-blocks", type=positive_int, default=net_defaults.num_res_blocks)
+    t.add_argument(
+        "--attention",
+        type=positive_int,
+        nargs="*",
+        default=list(net_defaults.attention_resolutions),
+        help="resolutions with self-attention",
+    )
+    t.add_argument("--dropout", type=fraction, default=net_defaults.dropout)
+    t.add_argument("--schedule", default=schedule_defaults.kind, choices=SCHEDULE_KINDS)
+    t.add_argument("--T", type=positive_int, default=schedule_defaults.T)
+    t.add_argument("--checkpoint-every", type=positive_int, default=train_defaults.checkpoint_every)
+    t.add_argument("--sample-every", type=nonnegative_int, default=train_defaults.sample_every, help="0: never")
+    t.add_argument("--seed", type=nonnegative_int, default=train_defaults.seed)
     t.add_argument("--out", type=Path, required=True, help="run directory")
     t.add_argument("--resume", action="store_true", help="continue the run in --out")
-    t.add_argument("--device", default=None)
+    t.add_argument("--device", default=train_defaults.device)
     t.add_argument("--no-amp", action="store_true")
     t.add_argument("--compile", action="store_true")
     t.add_argument("--no-progress", action="store_true")
 
     s = sub.add_parser("sample", help="draw samples from a checkpoint into an .npz")
     s.add_argument("--checkpoint", required=True, type=Path, help=".safetensors or checkpoint.pt")
-    s.add_argument("--n", type=int, default=100)
+    s.add_argument("--n", type=positive_int, default=100)
     s.add_argument("--labels", default=None, help="balanced (default for conditional models), none, or a digit")
     s.add_argument("--sampler", choices=["ddpm", "ddim"], default="ddim")
-    s.add_argument("--steps", type=int, default=50, help="DDIM steps")
-    s.add_argument("--eta", type=float, default=0.0)
-    s.add_argument("--guidance", type=float, default=0.0)
-    s.add_argument("--seed", type=int, default=0)
-    s.add_argument("--batch-size", type=int, default=50, help="images per sampling batch (CPUs are fastest near 50)")
+    s.add_argument("--steps", type=positive_int, default=50, help="DDIM steps")
+    s.add_argument("--eta", type=nonnegative_float, default=0.0)
+    s.add_argument("--guidance", type=nonnegative_float, default=0.0)
+    s.add_argument("--seed", type=nonnegative_int, default=0)
+    s.add_argument(
+        "--batch-size", type=positive_int, default=50, help="images per sampling batch (CPUs are fastest near 50)"
+    )
     s.add_argument("--out", type=Path, required=True)
     s.add_argument("--grid", type=Path)
     s.add_argument("--device", default=None)
@@ -325,8 +365,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     e = sub.add_parser("evaluate", help="conditional accuracy and Frechet distance of samples, as JSON")
     e.add_argument("--samples", required=True, type=Path)
-    e.add_argument("--seed", type=int, default=0, help="seed of the first draw of real digits for the floor")
-    e.add_argument("--floor-draws", type=int, default=10, help="draws of n real digits averaged into the floor")
+    e.add_argument(
+        "--seed", type=nonnegative_int, default=0, help="seed of the first draw of real digits for the floor"
+    )
+    e.add_argument(
+        "--floor-draws", type=positive_int, default=10, help="draws of n real digits averaged into the floor"
+    )
     return p
 
 
@@ -335,7 +379,7 @@ def main(argv: list[str] | None = None) -> int:
     handler = {"doctor": cmd_doctor, "train": cmd_train, "sample": cmd_sample, "evaluate": cmd_evaluate}
     try:
         return handler[args.command](args)
-    except (ValueError, FileNotFoundError, FileExistsError, TypeError) as err:
+    except (ValueError, FileNotFoundError, FileExistsError) as err:  # bad input; ConfigMismatch is a ValueError
         print(f"error: {err}", file=sys.stderr)
         return 2
 

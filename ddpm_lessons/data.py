@@ -147,6 +147,20 @@ def load_fashion_mnist(
     raise ValueError(f"source must be 'auto', 'debian' or 'torchvision', got {source!r}")
 
 
+def _unreadable_images(paths: list[Path]) -> list[tuple[Path, str]]:
+    """The files among ``paths`` that PIL cannot open as an image (reads each header, not the pixels)."""
+    from PIL import Image
+
+    bad = []
+    for path in paths:
+        try:
+            with Image.open(path) as im:
+                im.verify()
+        except Exception as err:  # PIL raises many types for broken files
+            bad.append((path, type(err).__name__))
+    return bad
+
+
 class ImageFolder(torch.utils.data.Dataset):
     """Every image under a folder (png, jpg, webp, bmp; searched recursively), resized and centre-cropped.
 
@@ -168,6 +182,14 @@ class ImageFolder(torch.utils.data.Dataset):
             raise ValueError(f"channels must be 1 (grey) or 3 (RGB), got {channels}")
         if image_size < 8:
             raise ValueError(f"image_size must be at least 8 pixels, got {image_size}")
+        unreadable = _unreadable_images(self.paths)
+        if unreadable:
+            names = "; ".join(f"{p.relative_to(self.root)} ({why})" for p, why in unreadable[:5])
+            more = f" and {len(unreadable) - 5} more" if len(unreadable) > 5 else ""
+            raise ValueError(
+                f"cannot read {len(unreadable)} of the {len(self.paths)} images under {self.root}: {names}{more}. "
+                "Remove or replace them, then start again"
+            )
         self.image_size, self.channels, self.flip = image_size, channels, flip
 
     def __len__(self) -> int:

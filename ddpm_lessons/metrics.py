@@ -115,6 +115,13 @@ def _as_images(images) -> torch.Tensor:
     images = torch.as_tensor(images)
     if images.dtype == torch.uint8:
         images = images.float() / 127.5 - 1.0
+    elif images.is_floating_point() and images.numel():
+        low, high = images.min().item(), images.max().item()
+        if low < -1.5 or high > 1.5 or low >= 0:  # digits in [-1, 1] have a background at -1
+            raise ValueError(
+                f"MNIST metrics take uint8 pixels or floats in [-1, 1]; these floats run from {low:.3g} to {high:.3g}. "
+                "Pixels in [0, 1] need 2 x - 1, pixels in [0, 255] need x / 127.5 - 1 (or pass them as uint8)"
+            )
     if images.ndim == 3:
         images = images.unsqueeze(1)
     if images.ndim != 4 or images.shape[1:] != (1, 28, 28):
