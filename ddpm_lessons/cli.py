@@ -128,7 +128,7 @@ def cmd_sample(args) -> int:
     from ddpm_lessons.checkpoints import load_model
     from ddpm_lessons.data import to_uint8
     from ddpm_lessons.samplers import sample_ddim, sample_ddpm
-    from ddpm_lessons.utils import get_device
+    from ddpm_lessons.utils import get_device, progress
 
     out = Path(args.out)
     if out.suffix != ".npz":
@@ -145,7 +145,8 @@ def cmd_sample(args) -> int:
     labels = _labels_for(args.labels, args.n, cfg.num_classes)
     generator = torch.Generator().manual_seed(args.seed)
     chunks = []
-    for start in range(0, args.n, args.batch_size):
+    batches = range(0, args.n, args.batch_size)
+    for start in progress(batches, desc=f"sample ({args.batch_size} per batch)", disable=args.no_progress):
         b = min(args.batch_size, args.n - start)
         y = None if labels is None else labels[start : start + b].to(device)
         shape = (b, cfg.in_channels, cfg.image_size, cfg.image_size)

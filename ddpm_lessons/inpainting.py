@@ -13,11 +13,11 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import torch
-from tqdm.auto import tqdm
 
 from ddpm_lessons.forward import check_x0
 from ddpm_lessons.samplers import p_sample
 from ddpm_lessons.schedules import NoiseSchedule
+from ddpm_lessons.utils import progress as progress_bar
 
 
 def _randn(shape, generator, like: torch.Tensor) -> torch.Tensor:
@@ -78,7 +78,7 @@ def repaint(
     if resample < 1:
         raise ValueError(f"repaint: resample must be >= 1, got {resample}")
     x = _randn(x0.shape, generator, x0)  # x_T ~ N(0, I)
-    for t in tqdm(range(schedule.T - 1, -1, -1), desc="RePaint", disable=not progress, leave=False):
+    for t in progress_bar(range(schedule.T - 1, -1, -1), desc="RePaint", disable=not progress, transient=True):
         tries = resample if t > 0 else 1  # nothing to harmonise after the last step
         for u in range(tries):
             noise = _randn(x0.shape, generator, x0)

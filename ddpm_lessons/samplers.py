@@ -12,7 +12,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
-from tqdm.auto import tqdm
 
 from ddpm_lessons.forward import (
     p_mean_from_eps,
@@ -25,6 +24,7 @@ from ddpm_lessons.losses import call_eps_model
 from ddpm_lessons.schedules import NoiseSchedule
 from ddpm_lessons.unet import NO_LABEL
 from ddpm_lessons.utils import TimeEstimate
+from ddpm_lessons.utils import progress as progress_bar
 
 
 def guided_eps(
@@ -151,7 +151,7 @@ def sample_ddpm(
     x = _start(shape, generator, device, dtype, x_T)
     trajectory = [x.cpu()] if return_trajectory else None
     clock = TimeEstimate("DDPM sampling", schedule.T, unit="network call")
-    for t in tqdm(range(schedule.T - 1, -1, -1), desc="DDPM", disable=not progress, leave=False):
+    for t in progress_bar(range(schedule.T - 1, -1, -1), desc="DDPM", disable=not progress, transient=True):
         x = p_sample(model, schedule, x, t, y, guidance, clip_x0, variance, generator)  # Alg. 2, 2-5
         clock.tick()
         if trajectory is not None:
@@ -235,7 +235,7 @@ def sample_ddim(
     trajectory = [x.cpu()] if return_trajectory else None
     ts = ddim_timesteps(schedule.T, steps)
     clock = TimeEstimate("DDIM sampling", len(ts), unit="network call")
-    for i, t in enumerate(tqdm(ts, desc="DDIM", disable=not progress, leave=False)):
+    for i, t in enumerate(progress_bar(ts, desc="DDIM", disable=not progress, transient=True)):
         t_prev = ts[i + 1] if i + 1 < len(ts) else -1
         tt = torch.full((x.shape[0],), t, dtype=torch.long, device=x.device)
         eps = guided_eps(model, x, tt, y, guidance)

@@ -19,7 +19,6 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
-from tqdm.auto import tqdm
 
 from ddpm_lessons.checkpoints import (
     ScheduleConfig,
@@ -34,7 +33,7 @@ from ddpm_lessons.forward import check_x0, q_sample
 from ddpm_lessons.samplers import sample_ddim
 from ddpm_lessons.superres import conditioned
 from ddpm_lessons.unet import NO_LABEL, UNet, UNetConfig
-from ddpm_lessons.utils import TimeEstimate, get_device
+from ddpm_lessons.utils import TimeEstimate, get_device, progress
 
 LR_DECAYS = ("none", "cosine")  # what TrainConfig.lr_decay accepts
 
@@ -339,7 +338,7 @@ class Trainer:
         if threading.current_thread() is threading.main_thread():
             for sig in (signal.SIGINT, signal.SIGTERM):
                 handlers[sig] = signal.signal(sig, self._on_signal)
-        bar = tqdm(total=cfg.steps, initial=self.step, disable=not self.progress, desc="train", smoothing=0.1)
+        bar = progress(total=cfg.steps, initial=self.step, disable=not self.progress, desc="train")
         window, t0, images_per_step = [], time.perf_counter(), cfg.batch_size * cfg.grad_accum
         clock = TimeEstimate("training", cfg.steps - self.step, unit="step")  # one line, only for a long run
         try:

@@ -173,3 +173,77 @@ class TimeEstimate:
             about = format_duration(self.projected_s)
             rate = f"{per_unit:.3g} s per {self.unit}, measured over the first {self.done}"
             print(f"{self.what}: about {about} on this device for {self.total} {self.unit}s ({rate})", flush=True)
+
+
+def _interactive() -> bool:
+    """A terminal or a Jupyter kernel, where a redrawn progress bar reads well."""
+    import sys
+
+    if "IPython" in sys.modules:  # a Jupyter kernel's shell, not just IPython importable
+        shell = sys.modules["IPython"].get_ipython()
+        if type(shell).__name__ == "ZMQInteractiveShell":
+            return True
+    return hasattr(sys.stderr, "isatty") and sys.stderr.isatty()
+
+
+class PlainProgress:
+    """tqdm's interface (iterate, update, set_postfix, close) writing one plain line per tenth of the job to
+    stderr: what a log file, ``nohup`` output or a CI log can hold, where a redrawn bar leaves one line of
+    thousands of carriage returns."""
+
+    def __init__(self, iterable=None, total: int | None = None, desc: str = "", initial: int = 0, parts: int = 10):
+        import sys
+
+        self.iterable, self.desc, self.n, self.postfix = iterable, desc, initial, ""
+        self.total = total if total is not None else (len(iterable) if hasattr(iterable, "__len__") else None)
+        self.start_n, self.start_time, self.parts, self.stream = initial, time.perf_counter(), parts, sys.stderr
+        self.next_report = self._after(initial)
+
+    def _after(self, n: int) -> int:
+        if not self.total:
+            return n + 1
+        step = max(1, self.total // self.parts)
+        return (n // step + 1) * step
+
+    def __iter__(self):
+        for item in self.iterable:
+            yield item
+            self.update(1)
+        self.close()
+
+    def set_postfix(self, **values) -> None:
+        self.postfix = ", ".join(f"{k}={v}" for k, v in values.items())
+
+    def update(self, k: int = 1) -> None:
+        self.n += k
+        if self.n >= self.next_report or (self.total and self.n >= self.total):
+            self._report()
+            self.next_report = self._after(self.n)
+
+    def _report(self) -> None:
+        elapsed = time.perf_counter() - self.start_time
+        done = self.n - self.start_n
+        line = f"{self.desc}: {self.n}" + (f"/{self.total} ({100 * self.n / self.total:.0f}%)" if self.total else "")
+        line += f", {format_duration(elapsed)}"
+        if self.total and done and self.n < self.total:
+            line += f", about {format_duration(elapsed / done * (self.total - self.n))} left"
+        print(line + (f", {self.postfix}" if self.postfix else ""), file=self.stream, flush=True)
+        self._last_reported = self.n
+
+    def close(self) -> None:
+        if self.n != getattr(self, "_last_reported", self.start_n):
+            self._report()
+
+
+def progress(iterable=None, *, total: int | None = None, desc: str = "", disable: bool = False, initial: int = 0,
+             transient: bool = False):  # fmt: skip
+    """A progress bar that suits where the output goes: tqdm's bar in a terminal or a notebook; plain lines
+    (:class:`PlainProgress`) in a log file; nothing where ``disable``, and nothing for a ``transient`` bar
+    (an inner loop, such as one batch's sampling steps) outside a terminal."""
+    from tqdm.auto import tqdm
+
+    if disable or (transient and not _interactive()):
+        return tqdm(iterable, total=total, disable=True)
+    if _interactive():
+        return tqdm(iterable, total=total, desc=desc, initial=initial, leave=not transient, smoothing=0.1)
+    return PlainProgress(iterable, total=total, desc=desc, initial=initial)

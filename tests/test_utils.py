@@ -126,3 +126,20 @@ def test_get_device(monkeypatch):
     with pytest.raises(RuntimeError, match="no CUDA GPU is visible; use 'cpu'"):
         get_device("cuda")
     assert get_device().type in ("cpu", "mps")
+
+
+def test_progress_writes_plain_lines_where_the_output_is_not_a_terminal(capsys):
+    assert isinstance(utils.progress(range(3), desc="x"), utils.PlainProgress)  # capsys: stderr is no terminal
+    assert list(utils.progress(range(20), desc="walk")) == list(range(20))
+    err = capsys.readouterr().err
+    lines = err.splitlines()
+    assert "\r" not in err and len(lines) == 10 and lines[0].startswith("walk: 2/20 (10%), ")
+    assert lines[-1].startswith("walk: 20/20 (100%)") and "left" not in lines[-1] and "left" in lines[0]
+    assert list(utils.progress(range(5), desc="inner", transient=True)) == list(range(5))  # transient: silent
+    bar = utils.progress(total=4, desc="train", initial=2)
+    bar.update(1)
+    bar.set_postfix(loss="0.1")
+    bar.update(1)
+    bar.close()
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 2 and lines[0].startswith("train: 3/4 (75%)") and lines[1].endswith("loss=0.1")
