@@ -3,18 +3,18 @@ budget on this machine, then draw samples with DDIM and measure them against the
 
     python benchmarks/quality_per_cpu_minute.py --minutes 15 --out runs/quality15
 
-The default recipe is the one that met the targets (benchmarks/README.md): a network with fewer channels
+The default recipe is the best measured one (benchmarks/README.md): a network with fewer channels
 at 28x28 than the course's default (16/32/64 instead of 32/64/64: 1.9x the steps per minute), learning
 rate 2e-3 decayed to 0 along a cosine over the budget, and guidance weight 0.5.
 
-Targets (issue "The model, the samplers and training"): conditional accuracy >= 95% and Frechet
-distance within 3x of the real-vs-real baseline at the same sample count. Prints one JSON object;
+It reports conditional accuracy and the Frechet distance over the real-vs-real baseline at the same
+sample count, the project's measure of quality per CPU-minute. Prints one JSON object;
 the model is kept in --out (model.safetensors) so the sampling can be repeated with other settings.
 
 A wall-clock budget also measures the hour it runs in: these shared machines' speed moves by about
 1.5x from hour to hour. ``--steps N`` trains for N optimiser steps instead (the minutes it took are
 printed beside them), so that recipes can be compared at the same budget whatever the hour;
-``--device cuda`` would run such a search on a GPU (written for that, not yet run on one).
+``--device cuda`` runs such a search on a GPU (no GPU run is recorded in benchmarks/README.md).
 """
 
 import argparse
