@@ -25,6 +25,7 @@ setup: $(STAMP)
 
 lint: setup
 	$(BIN)/ruff check .
+	$(BIN)/lint-imports --no-cache
 
 # The browser test needs Chromium: install Debian's where we can (root with apt-get), else it skips.
 browser-deps:

@@ -1,8 +1,10 @@
 """ddpm_lessons: the tested package behind the DDPM course (Ho, Jain & Abbeel 2020).
 
-Modules, lowest layer first (a module imports only from layers below it):
-schedules -> forward, losses -> unet -> samplers -> data, metrics -> training
--> viz, widgets, checks -> cli. Nothing is downloaded or trained at import time.
+Modules, lowest layer first (a module imports only from layers below it; the full list of layers is the
+import-linter contract in pyproject.toml, which `make lint` checks): schedules, utils -> forward, eps_model
+-> losses -> text, fused -> unet, autoencoder -> samplers -> inpainting, superres -> data -> metrics
+-> checkpoints, distributed, prompts, fid -> training -> viz -> widgets, diagnose, checks, exercises
+-> reverse_widget -> doctor -> cli. Nothing is downloaded or trained at import time.
 """
 
 __version__ = "0.1.0"

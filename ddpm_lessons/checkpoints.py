@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, fields
 from pathlib import Path
 
 import torch
@@ -24,7 +24,7 @@ import torch
 from ddpm_lessons import __version__
 from ddpm_lessons.autoencoder import Autoencoder, AutoencoderConfig
 from ddpm_lessons.data import REPO_DATA
-from ddpm_lessons.schedules import NoiseSchedule
+from ddpm_lessons.schedules import NoiseSchedule, ScheduleConfig  # noqa: F401 (ScheduleConfig: re-exported)
 from ddpm_lessons.unet import UNet, UNetConfig
 
 PRETRAINED_DIR = REPO_DATA / "checkpoints"
@@ -33,21 +33,6 @@ PRETRAINED_SR7 = PRETRAINED_DIR / "mnist_sr7.safetensors"  # super-resolution 7x
 PRETRAINED = {"mnist_conditional": PRETRAINED_MNIST, "mnist_sr7": PRETRAINED_SR7}
 PRETRAINED_AUTOENCODER = PRETRAINED_DIR / "digits_autoencoder.safetensors"  # lesson 08
 PRETRAINED_LATENT_TEXT = PRETRAINED_DIR / "latent_text.safetensors"  # lesson 08, on that autoencoder's latents
-
-
-@dataclass
-class ScheduleConfig:
-    """The noise schedule a model is trained with; defaults are Ho et al. 2020's."""
-
-    kind: str = "linear"  # linear, cosine, quadratic or sigmoid
-    T: int = 1000  # diffusion steps
-    beta_start: float = 1e-4  # ignored by the cosine schedule
-    beta_end: float = 0.02  # ignored by the cosine schedule
-
-    def build(self) -> NoiseSchedule:
-        if self.kind == "cosine":
-            return NoiseSchedule.make("cosine", self.T)
-        return NoiseSchedule.make(self.kind, self.T, beta_start=self.beta_start, beta_end=self.beta_end)
 
 
 class ConfigMismatch(ValueError):

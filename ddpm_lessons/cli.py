@@ -52,7 +52,7 @@ def _super_resolution(low_size: int | None, image_size: int) -> dict:
 
 
 def cmd_train(args) -> int:
-    from ddpm_lessons.checkpoints import ScheduleConfig
+    from ddpm_lessons.schedules import ScheduleConfig
     from ddpm_lessons.training import TrainConfig, Trainer, TrainingDiverged
     from ddpm_lessons.unet import UNetConfig
 
@@ -291,8 +291,7 @@ def fraction(text: str) -> float:
 def build_parser() -> argparse.ArgumentParser:
     """The parser. Defaults and choices come from the package (TrainConfig, UNetConfig, ScheduleConfig,
     the schedule kinds), so the command line and Python agree."""
-    from ddpm_lessons.checkpoints import ScheduleConfig
-    from ddpm_lessons.schedules import SCHEDULE_KINDS
+    from ddpm_lessons.schedules import SCHEDULE_KINDS, ScheduleConfig
     from ddpm_lessons.training import LR_DECAYS, TrainConfig
     from ddpm_lessons.unet import UNetConfig
 

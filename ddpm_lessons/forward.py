@@ -51,11 +51,12 @@ def q_step(
 
         q(x_t | x_{t-1}) = N(x_t; sqrt(1 - beta_t) x_{t-1}, beta_t I)
 
-    ``x_prev`` is x_{t-1} (the data itself when t = 0). Returns x_t, the same shape as x_prev.
+    ``x_prev`` is x_{t-1} (the data itself when t = 0). Returns x_t, the same shape as x_prev. The noise is
+    drawn on the CPU (``generator`` is a CPU generator) and moved, so a seed gives the same x_t on every device.
     """
     t = schedule.check_t(t, "q_step", batch=x_prev.shape[0])
     beta = schedule.gather(schedule.betas, t, x_prev)  # (B, 1, 1, 1)
-    noise = torch.randn(x_prev.shape, generator=generator, dtype=x_prev.dtype, device=x_prev.device)
+    noise = torch.randn(x_prev.shape, generator=generator, dtype=x_prev.dtype).to(x_prev.device)
     return (1.0 - beta).sqrt() * x_prev + beta.sqrt() * noise  # Eq. (2)
 
 

@@ -14,7 +14,7 @@ from collections.abc import Callable
 
 import torch
 
-from ddpm_lessons.forward import check_x0
+from ddpm_lessons.forward import check_x0, q_step
 from ddpm_lessons.samplers import p_sample
 from ddpm_lessons.schedules import NoiseSchedule
 from ddpm_lessons.utils import progress as progress_bar
@@ -85,8 +85,7 @@ def repaint(
             unknown = p_sample(model, schedule, x, t, y, guidance, clip_x0, variance, generator)  # Algorithm 2
             x_prev = repaint_merge(schedule, x0, mask, unknown, t, noise)
             if u + 1 < tries:
-                beta = float(schedule.betas[t])  # back up one step: q(x_t | x_{t-1}), Eq. (2)
-                x = (1 - beta) ** 0.5 * x_prev + beta**0.5 * _randn(x0.shape, generator, x0)
+                x = q_step(schedule, x_prev, t, generator)  # back up one step: q(x_t | x_{t-1}), Eq. (2)
             else:
                 x = x_prev
     return x

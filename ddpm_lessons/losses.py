@@ -1,33 +1,19 @@
 """The training objectives of Ho et al. 2020: the variational bound (Eq. 5) and L_simple (Eq. 14).
 
-An ``eps_model`` is any callable ``(xt, t) -> eps`` or ``(xt, t, y) -> eps`` with xt of shape
-(B, C, H, W) and t an int64 tensor of shape (B,); it need not be a network, so every formula here
-can be checked with an exact ("oracle") noise predictor before any training.
+They take any eps-model (see ``eps_model``): a callable ``(xt, t[, y]) -> eps``, not necessarily a network,
+so every formula here can be checked with an exact ("oracle") noise predictor before any training.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 
+from ddpm_lessons.eps_model import EpsModel, call_eps_model
 from ddpm_lessons.forward import check_x0, p_mean_from_eps, p_variance, q_posterior, q_sample
 from ddpm_lessons.schedules import NoiseSchedule
-
-EpsModel = Callable[..., torch.Tensor]
-
-
-def call_eps_model(eps_model: EpsModel, xt: torch.Tensor, t: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
-    """Call eps_model with or without labels and check the shape of what comes back."""
-    eps = eps_model(xt, t) if y is None else eps_model(xt, t, y)
-    if not isinstance(eps, torch.Tensor) or eps.shape != xt.shape:
-        got = tuple(eps.shape) if isinstance(eps, torch.Tensor) else type(eps).__name__
-        raise ValueError(
-            f"eps_model returned {got} for xt of shape {tuple(xt.shape)}; it must return eps of the same shape"
-        )
-    return eps
 
 
 def normal_kl(mean1: torch.Tensor, logvar1: torch.Tensor, mean2: torch.Tensor, logvar2: torch.Tensor) -> torch.Tensor:

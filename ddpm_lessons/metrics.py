@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ddpm_lessons.data import REPO_DATA, load_mnist
+from ddpm_lessons.data import REPO_DATA, from_uint8, load_mnist
 
 CLASSIFIER_PATH = REPO_DATA / "mnist_classifier.safetensors"
 
@@ -113,19 +113,19 @@ def load_classifier(path: str | Path = CLASSIFIER_PATH) -> MNISTClassifier:
 def _as_images(images) -> torch.Tensor:
     """Accept uint8 (N, 28, 28) / (N, 1, 28, 28) or floats in [-1, 1]; return float (N, 1, 28, 28)."""
     images = torch.as_tensor(images)
+    if images.ndim == 3:
+        images = images.unsqueeze(1)
+    if images.ndim != 4 or images.shape[1:] != (1, 28, 28):
+        raise ValueError(f"MNIST metrics need images of shape (N, 1, 28, 28) or (N, 28, 28), got {tuple(images.shape)}")
     if images.dtype == torch.uint8:
-        images = images.float() / 127.5 - 1.0
-    elif images.is_floating_point() and images.numel():
+        return from_uint8(images)
+    if images.is_floating_point() and images.numel():
         low, high = images.min().item(), images.max().item()
         if low < -1.5 or high > 1.5 or low >= 0:  # digits in [-1, 1] have a background at -1
             raise ValueError(
                 f"MNIST metrics take uint8 pixels or floats in [-1, 1]; these floats run from {low:.3g} to {high:.3g}. "
                 "Pixels in [0, 1] need 2 x - 1, pixels in [0, 255] need x / 127.5 - 1 (or pass them as uint8)"
             )
-    if images.ndim == 3:
-        images = images.unsqueeze(1)
-    if images.ndim != 4 or images.shape[1:] != (1, 28, 28):
-        raise ValueError(f"MNIST metrics need images of shape (N, 1, 28, 28) or (N, 28, 28), got {tuple(images.shape)}")
     return images.float().clamp(-1, 1)
 
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ddpm_lessons.forward import predict_x0_from_eps
 from ddpm_lessons.samplers import ddim_step, ddim_timesteps, guided_eps
 from ddpm_lessons.schedules import NoiseSchedule
 from ddpm_lessons.viz import image_grid
@@ -59,9 +58,10 @@ class ReverseChainScrubber(BlittedFigure):
         for i, t in enumerate(self.ts):
             tt = torch.full((n,), t, dtype=torch.long, device=self.device)
             eps = guided_eps(self.model, x, tt, y, self.guidance if y is not None else 0.0)
-            x0_hat = predict_x0_from_eps(self.schedule, x, tt, eps).clamp(-1, 1)  # Eq. (15)
+            t_prev = self.ts[i + 1] if i + 1 < len(self.ts) else -1
+            x_next, x0_hat = ddim_step(self.schedule, x, eps, t, t_prev, return_x0=True)  # x0_hat: Eq. (15), clipped
             self.frames[t] = (x.cpu(), x0_hat.cpu())
-            x = ddim_step(self.schedule, x, eps, t, self.ts[i + 1] if i + 1 < len(self.ts) else -1)
+            x = x_next
         self.final = x.cpu()
 
     def nearest_step(self, t: int) -> int:

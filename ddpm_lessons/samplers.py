@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import torch
 
+from ddpm_lessons.eps_model import NO_LABEL, call_eps_model
 from ddpm_lessons.forward import (
     p_mean_from_eps,
     p_variance,
@@ -20,9 +21,7 @@ from ddpm_lessons.forward import (
     predict_x0_from_eps,
     q_posterior,
 )
-from ddpm_lessons.losses import call_eps_model
 from ddpm_lessons.schedules import NoiseSchedule
-from ddpm_lessons.unet import NO_LABEL
 from ddpm_lessons.utils import TimeEstimate
 from ddpm_lessons.utils import progress as progress_bar
 
@@ -178,14 +177,16 @@ def ddim_step(
     eta: float = 0.0,
     clip_x0: bool = True,
     generator: torch.Generator | None = None,
-) -> torch.Tensor:
+    return_x0: bool = False,
+):
     """One DDIM update from step t to an earlier step t_prev, Eq. (12) of Song, Meng & Ermon 2021.
 
         x_{t'} = sqrt(alpha_bar_{t'}) x0_pred + sqrt(1 - alpha_bar_{t'} - sigma^2) eps + sigma z
 
     with x0_pred from Eq. (15) of Ho et al. and sigma from Song et al.'s Eq. (16) times eta. ``t_prev = -1``
     means "after the last step": alpha_bar there is 1, so the result is x0_pred itself.
-    xt, eps: (B, C, H, W); t, t_prev: ints with -1 <= t_prev < t.
+    xt, eps: (B, C, H, W); t, t_prev: ints with -1 <= t_prev < t. Returns x_{t'} (B, C, H, W), or with
+    ``return_x0`` the pair (x_{t'}, x0_pred), the (clipped) estimate of x_0 the step moved towards.
     """
     if not -1 <= t_prev < t:
         raise ValueError(f"ddim_step goes backwards: need -1 <= t_prev < t, got t={t}, t_prev={t_prev}")
@@ -200,7 +201,7 @@ def ddim_step(
     x = ab_prev**0.5 * x0_pred + max(1 - ab_prev - sigma**2, 0.0) ** 0.5 * eps  # Eq. (12)
     if sigma > 0:
         x = x + sigma * torch.randn(x.shape, generator=generator, dtype=x.dtype).to(x.device)
-    return x
+    return (x, x0_pred) if return_x0 else x
 
 
 @torch.no_grad()

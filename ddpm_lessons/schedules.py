@@ -138,3 +138,18 @@ class NoiseSchedule:
         """Pick values[t] and shape it to broadcast against ``like``: (B,) -> (B, 1, 1, ...)."""
         out = values.to(like.device)[t.to(like.device)].to(like.dtype)
         return out.reshape(-1, *([1] * (like.ndim - 1)))  # (B, 1, ..., 1)
+
+
+@dataclass
+class ScheduleConfig:
+    """The noise schedule a model is trained with; defaults are Ho et al. 2020's."""
+
+    kind: str = "linear"  # linear, cosine, quadratic or sigmoid
+    T: int = 1000  # diffusion steps
+    beta_start: float = 1e-4  # ignored by the cosine schedule
+    beta_end: float = 0.02  # ignored by the cosine schedule
+
+    def build(self) -> NoiseSchedule:
+        if self.kind == "cosine":
+            return NoiseSchedule.make("cosine", self.T)
+        return NoiseSchedule.make(self.kind, self.T, beta_start=self.beta_start, beta_end=self.beta_end)

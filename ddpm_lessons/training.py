@@ -29,10 +29,11 @@ from ddpm_lessons.checkpoints import (
     save_training_checkpoint,
 )
 from ddpm_lessons.distributed import init_from_env
+from ddpm_lessons.eps_model import NO_LABEL
 from ddpm_lessons.forward import check_x0, q_sample
 from ddpm_lessons.samplers import sample_ddim
 from ddpm_lessons.superres import conditioned
-from ddpm_lessons.unet import NO_LABEL, UNet, UNetConfig
+from ddpm_lessons.unet import UNet, UNetConfig
 from ddpm_lessons.utils import TimeEstimate, get_device, progress
 
 LR_DECAYS = ("none", "cosine")  # what TrainConfig.lr_decay accepts
@@ -133,12 +134,12 @@ class Trainer:
         self.noise_gen = torch.Generator().manual_seed(train_config.seed + 2)  # t, eps, label dropout
         self.amp_dtype = self._amp_dtype()
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
-        self.forward = self.model
+        self.eps_theta = self.model  # what a training step calls: the model, wrapped for DDP or compiled
         if self.world.size > 1:  # averages the gradients over the processes during backward()
             ids = [self.device.index] if self.device.type == "cuda" else None
-            self.forward = torch.nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
+            self.eps_theta = torch.nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
         if train_config.compile:
-            self.forward = torch.compile(self.forward)
+            self.eps_theta = torch.compile(self.eps_theta)
         self.step, self.last_checkpoint_step, self.interrupted = 0, None, None
         if resume:
             self._resume()
@@ -250,7 +251,7 @@ class Trainer:
         xt = q_sample(self.schedule, x0, t, noise=eps)  # Eq. (4)
         with torch.autocast("cuda", dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
             cond = None if self.condition is None else self.condition(x0)  # e.g. SR3: the upsampled low-res x0
-            eps_theta = self.forward(xt, t, y, cond)
+            eps_theta = self.eps_theta(xt, t, y, cond)
         return ((eps - eps_theta.float()) ** 2).mean()  # line 5: || eps - eps_theta ||^2 (Eq. 14)
 
     def lr_at(self, step: int, progress: float | None = None) -> float:

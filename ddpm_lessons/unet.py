@@ -5,8 +5,10 @@ position encoding applied to t), residual blocks whose activations are shifted b
 class) embedding, GroupNorm, self-attention at chosen resolutions, and a down path whose outputs
 are concatenated into the up path (the skips). The network knows nothing of schedules or training.
 
-Labels: ``y`` holds class ids 0..num_classes-1; the id -1 means "no label" and selects the extra
-embedding used for classifier-free guidance (Ho & Salimans 2022).
+The condition ``y`` (see ``eps_model``): class ids 0..num_classes-1, or a prompt's token ids (B, L) with
+``text_conditioning``; NO_LABEL (-1) means "no condition" and selects the extra embedding used for
+classifier-free guidance (Ho & Salimans 2022). An image condition enters as extra input channels
+(``cond_channels``, SR3-style).
 """
 
 from __future__ import annotations
@@ -18,10 +20,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ddpm_lessons.eps_model import NO_LABEL
 from ddpm_lessons.fused import norm_silu
 from ddpm_lessons.text import TextEncoder
-
-NO_LABEL = -1  # the label id that means "unconditional"
 
 
 @dataclass
@@ -121,7 +122,7 @@ class SelfAttention(nn.Module):
         # A 1x1 convolution is one linear map applied at every position, so it is applied here to the
         # (B, HW, C) matrix of positions. q, k and v then come out as (B, heads, HW, head_dim) with head_dim
         # contiguous in memory, the layout PyTorch's fused CPU attention kernel takes; from the (B, C, H, W)
-        # layout it falls back to a kernel that is 2x slower at 14x14 with 8 heads (benchmarks/README.md).
+        # layout it falls back to a kernel that is 2.25x slower at 14x14 with 8 heads (benchmarks/README.md).
         positions = self.norm(x).flatten(2).transpose(1, 2)  # (B, HW, C)
         qkv = F.linear(positions, self.qkv.weight.flatten(1), self.qkv.bias)  # (B, HW, 3C)
         q, k, v = qkv.view(B, H * W, 3, self.heads, C // self.heads).permute(2, 0, 3, 1, 4)

@@ -8,6 +8,7 @@ import torch
 from ddpm_lessons.data import load_mnist, to_uint8
 from ddpm_lessons.metrics import (
     CLASSIFIER_PATH,
+    classify,
     conditional_accuracy,
     diversity,
     evaluate_samples,
@@ -113,3 +114,12 @@ def test_diversity_is_the_mean_within_class_distance():
     assert diversity(2 * three) == pytest.approx(4.0)
     with pytest.raises(ValueError, match="at least two"):
         diversity(three, torch.tensor([0, 1, 2]))
+
+
+def test_float_images_in_another_range_are_refused_not_scored():
+    x, _ = load_mnist("test", source="bundled")
+    pixels = to_uint8(x[:50, 0])
+    for wrong in (torch.as_tensor(pixels).float(), torch.as_tensor(pixels).float() / 255):  # [0, 255] and [0, 1]
+        with pytest.raises(ValueError, match="floats in \\[-1, 1\\]; these floats run from 0 to"):
+            classify(wrong)
+    assert torch.equal(classify(pixels)[0], classify(x[:50])[0])  # uint8 and [-1, 1] floats agree

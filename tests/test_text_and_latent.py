@@ -101,8 +101,8 @@ def test_prompt_dropout_drops_whole_prompts(tmp_path):
     trainer = Trainer(cfg, TrainConfig(steps=3, batch_size=64, label_dropout=0.5, checkpoint_every=3), latents,
                       tmp_path, labels=tokens, progress=False)  # fmt: skip
     seen = []
-    forward = trainer.forward
-    trainer.forward = lambda xt, t, y, cond: seen.append(y.clone()) or forward(xt, t, y, cond)
+    eps_theta = trainer.eps_theta
+    trainer.eps_theta = lambda xt, t, y, cond: seen.append(y.clone()) or eps_theta(xt, t, y, cond)
     trainer.train()
     ys = torch.cat(seen)
     dropped = (ys == NO_LABEL).all(1)

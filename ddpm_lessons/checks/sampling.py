@@ -11,9 +11,9 @@ import torch
 from torch import nn
 
 from ddpm_lessons.checks.core import CheckFailed, call, judge, report_pass
+from ddpm_lessons.eps_model import NO_LABEL
 from ddpm_lessons.samplers import ddim_step, guided_eps, p_sample
 from ddpm_lessons.schedules import NoiseSchedule
-from ddpm_lessons.unet import NO_LABEL
 
 
 class _Probe(nn.Module):
