@@ -10,10 +10,7 @@ exactly (see ``checkpoints``).
 from __future__ import annotations
 
 import copy
-import json
 import math
-import signal
-import threading
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -31,6 +28,7 @@ from ddpm_lessons.checkpoints import (
 from ddpm_lessons.distributed import init_from_env
 from ddpm_lessons.eps_model import NO_LABEL
 from ddpm_lessons.forward import check_x0, q_sample
+from ddpm_lessons.runs import RunLog, StopOnSignal, capture_state, restore_state
 from ddpm_lessons.samplers import sample_ddim
 from ddpm_lessons.superres import conditioned
 from ddpm_lessons.unet import UNet, UNetConfig
@@ -61,6 +59,19 @@ class TrainConfig:
     log_every: int = 50  # steps between log lines in log.jsonl
     seed: int = 0
     device: str | None = None  # None: cuda, then mps, then cpu
+
+
+def learning_rate(config: TrainConfig, step: int, progress: float | None = None) -> float:
+    """The learning rate of optimiser step ``step``: the linear warm-up times, with lr_decay "cosine",
+    (1 + cos(pi * progress)) / 2 (Loshchilov & Hutter 2017, without restarts), where progress is the
+    share of the run done: step / steps unless given (a wall-clock budget passes its share of time).
+    The decay depends on ``steps``: resuming with more steps than planned raises the rate again.
+    """
+    warm = min(1.0, (step + 1) / max(1, config.warmup_steps))
+    if config.lr_decay == "none":
+        return config.lr * warm
+    progress = min(1.0, step / config.steps if progress is None else progress)
+    return config.lr * warm * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
 class TrainingDiverged(RuntimeError):
@@ -141,6 +152,7 @@ class Trainer:
         if train_config.compile:
             self.eps_theta = torch.compile(self.eps_theta)
         self.step, self.last_checkpoint_step, self.interrupted = 0, None, None
+        self.log = RunLog(self.out_dir / "log.jsonl")
         if resume:
             self._resume()
         elif (self.out_dir / "checkpoint.pt").exists():
@@ -181,19 +193,12 @@ class Trainer:
         return config_record(self.model_config, self.schedule_config, self.step, train=asdict(self.config), **extra)
 
     # ---- checkpoints --------------------------------------------------------------------------
+    def _generators(self) -> dict[str, torch.Generator]:
+        return {"data": self.data_gen, "noise": self.noise_gen}
+
     def save_checkpoint(self) -> Path:
-        state = {
-            "step": self.step,
-            "model": self.model.state_dict(),
-            "ema": self.ema.model.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            "scaler": self.scaler.state_dict(),
-            "rng_data": self.data_gen.get_state(),
-            "rng_noise": self.noise_gen.get_state(),
-            "rng_torch": torch.get_rng_state(),
-        }
-        if self.device.type == "cuda":
-            state["rng_cuda"] = torch.cuda.get_rng_state(self.device)
+        state = capture_state(self.model, self.ema.model, self.optimizer, self.scaler, self._generators(),
+                              self.step, self.device)  # fmt: skip
         path = self.out_dir / "checkpoint.pt"
         save_training_checkpoint(path, state, self._record())
         export_model(self.out_dir / "model.safetensors", self.ema.model, self._record())
@@ -210,24 +215,10 @@ class Trainer:
         path = self.out_dir / "checkpoint.pt"
         state, record = load_training_checkpoint(path, map_location=self.device)
         check_same_config(record, self.model_config, self.schedule_config, str(path))
-        self.model.load_state_dict(state["model"])
-        self.ema.model.load_state_dict(state["ema"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.scaler.load_state_dict(state["scaler"])
-        self.data_gen.set_state(state["rng_data"])
-        self.noise_gen.set_state(state["rng_noise"])
-        torch.set_rng_state(state["rng_torch"])
-        if "rng_cuda" in state and self.device.type == "cuda":
-            torch.cuda.set_rng_state(state["rng_cuda"], self.device)
-        self.step = self.last_checkpoint_step = int(state["step"])
-        self._truncate_log(self.step)
-
-    def _truncate_log(self, step: int) -> None:
-        """Drop log lines written after the checkpoint we resume from (the run died after them)."""
-        log = self.out_dir / "log.jsonl"
-        if log.exists():
-            keep = [line for line in log.read_text().splitlines() if line and json.loads(line)["step"] <= step]
-            log.write_text("".join(line + "\n" for line in keep))
+        self.step = self.last_checkpoint_step = restore_state(
+            state, self.model, self.ema.model, self.optimizer, self.scaler, self._generators(), self.device
+        )
+        self.log.truncate_after(self.step)  # the run died after those lines and redoes their steps
 
     # ---- one step of Algorithm 1 ---------------------------------------------------------------
     def _batch(self) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -255,16 +246,8 @@ class Trainer:
         return ((eps - eps_theta.float()) ** 2).mean()  # line 5: || eps - eps_theta ||^2 (Eq. 14)
 
     def lr_at(self, step: int, progress: float | None = None) -> float:
-        """The learning rate of optimiser step ``step``: the linear warm-up times, with lr_decay "cosine",
-        (1 + cos(pi * progress)) / 2 (Loshchilov & Hutter 2017, without restarts), where progress is the
-        share of the run done: step / steps unless given (a wall-clock budget passes its share of time).
-        The decay depends on ``steps``: resuming with more steps than planned raises the rate again.
-        """
-        warm = min(1.0, (step + 1) / max(1, self.config.warmup_steps))
-        if self.config.lr_decay == "none":
-            return self.config.lr * warm
-        progress = min(1.0, step / self.config.steps if progress is None else progress)
-        return self.config.lr * warm * 0.5 * (1.0 + math.cos(math.pi * progress))
+        """This run's :func:`learning_rate` at ``step``."""
+        return learning_rate(self.config, step, progress)
 
     def train_step(self, progress: float | None = None) -> float:
         """One optimiser step over ``grad_accum`` micro-batches; returns the mean loss. ``progress``:
@@ -328,22 +311,15 @@ class Trainer:
             torchvision.utils.save_image((x.float().cpu() + 1) / 2, path, nrow=nrow, padding=1)
         return x
 
-    def _on_signal(self, signum, frame) -> None:
-        self.interrupted = signal.Signals(signum).name
-
     def train(self) -> Trainer:
         """Run until ``config.steps``. SIGINT/SIGTERM stop it after the current step with a checkpoint."""
         cfg = self.config
         self.out_dir.mkdir(parents=True, exist_ok=True)
-        handlers = {}
-        if threading.current_thread() is threading.main_thread():
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                handlers[sig] = signal.signal(sig, self._on_signal)
         bar = progress(total=cfg.steps, initial=self.step, disable=not self.progress, desc="train")
         window, t0, images_per_step = [], time.perf_counter(), cfg.batch_size * cfg.grad_accum
         clock = TimeEstimate("training", cfg.steps - self.step, unit="step")  # one line, only for a long run
-        try:
-            while self.step < cfg.steps and not self.world.any(self.interrupted is not None):
+        with StopOnSignal() as stop, bar:
+            while self.step < cfg.steps and not self.world.any(stop.name is not None):
                 window.append(self.train_step())
                 if self.world.is_main:
                     clock.tick()
@@ -359,27 +335,19 @@ class Trainer:
                 if self.step % cfg.checkpoint_every == 0 or self.step == cfg.steps:
                     self._checkpoint_on_main()
             if self.step < cfg.steps:  # stopped early: a signal reached this process or another one
+                self.interrupted = stop.name
                 if self.last_checkpoint_step != self.step:
                     self._checkpoint_on_main()
                 if self.world.is_main:
                     print(f"\n{self.interrupted or 'stopped'}: checkpoint at step {self.step} written to "
                           f"{self.out_dir}; continue with resume=True (--resume)")  # fmt: skip
-        finally:
-            bar.close()
-            for sig, handler in handlers.items():
-                signal.signal(sig, handler)
         return self
 
     def _log(self, loss: float, images_per_s: float) -> None:
-        line = {
-            "step": self.step,
-            "loss": loss,
-            "lr": self.lr_at(self.step - 1),
-            "images_per_s": images_per_s,
-        }
-        with open(self.out_dir / "log.jsonl", "a") as f:
-            f.write(json.dumps(line) + "\n")
+        self.log.append(
+            {"step": self.step, "loss": loss, "lr": self.lr_at(self.step - 1), "images_per_s": images_per_s}
+        )
 
     def read_log(self) -> list[dict]:
-        log = self.out_dir / "log.jsonl"
-        return [json.loads(line) for line in log.read_text().splitlines() if line] if log.exists() else []
+        """The run's log.jsonl: one dict per logged step (step, mean loss, lr, images/s)."""
+        return self.log.read()

@@ -234,6 +234,12 @@ class PlainProgress:
         if self.n != getattr(self, "_last_reported", self.start_n):
             self._report()
 
+    def __enter__(self) -> PlainProgress:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
 
 def progress(iterable=None, *, total: int | None = None, desc: str = "", disable: bool = False, initial: int = 0,
              transient: bool = False):  # fmt: skip

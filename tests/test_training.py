@@ -198,3 +198,26 @@ def test_a_record_from_before_a_config_field_existed_still_resumes(digits, tmp_p
     with pytest.raises(ConfigMismatch, match="text_conditioning: checkpoint has False, this run has True"):
         check_same_config(record, UNetConfig(**{**TINY.to_dict(), "num_classes": None, "text_conditioning": True}),
                           ScheduleConfig(), "old run")  # fmt: skip
+
+
+def test_stop_on_signal_turns_ctrl_c_into_a_flag_and_restores_the_handler():
+    import os
+    import signal
+
+    from ddpm_lessons.runs import StopOnSignal
+
+    before = signal.getsignal(signal.SIGINT)
+    with StopOnSignal() as stop:
+        os.kill(os.getpid(), signal.SIGINT)  # no KeyboardInterrupt: the loop finishes its step
+        assert stop.name == "SIGINT"
+    assert signal.getsignal(signal.SIGINT) is before
+
+
+def test_run_log_keeps_only_the_steps_up_to_a_resumed_checkpoint(tmp_path):
+    from ddpm_lessons.runs import RunLog
+
+    log = RunLog(tmp_path / "log.jsonl")
+    for step in (50, 100, 150):
+        log.append({"step": step, "loss": 1.0 / step})
+    log.truncate_after(100)
+    assert [r["step"] for r in log.read()] == [50, 100] and RunLog(tmp_path / "none.jsonl").read() == []
