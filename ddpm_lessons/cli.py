@@ -127,8 +127,8 @@ def _labels_for(spec: str | None, n: int, num_classes: int | None) -> torch.Tens
 def cmd_sample(args) -> int:
     from ddpm_lessons.checkpoints import load_model
     from ddpm_lessons.data import to_uint8
-    from ddpm_lessons.samplers import sample_ddim, sample_ddpm
-    from ddpm_lessons.utils import get_device, progress
+    from ddpm_lessons.samplers import sample_in_batches
+    from ddpm_lessons.utils import get_device
 
     out = Path(args.out)
     if out.suffix != ".npz":
@@ -143,20 +143,22 @@ def cmd_sample(args) -> int:
             "cond), as notebooks/07_inpainting_and_super_resolution.ipynb does."
         )
     labels = _labels_for(args.labels, args.n, cfg.num_classes)
-    generator = torch.Generator().manual_seed(args.seed)
-    chunks = []
-    batches = range(0, args.n, args.batch_size)
-    for start in progress(batches, desc=f"sample ({args.batch_size} per batch)", disable=args.no_progress):
-        b = min(args.batch_size, args.n - start)
-        y = None if labels is None else labels[start : start + b].to(device)
-        shape = (b, cfg.in_channels, cfg.image_size, cfg.image_size)
-        common = dict(y=y, guidance=args.guidance, generator=generator, device=device, progress=not args.no_progress)
-        if args.sampler == "ddpm":
-            x = sample_ddpm(model, schedule, shape, **common)
-        else:
-            x = sample_ddim(model, schedule, shape, steps=args.steps, eta=args.eta, **common)
-        chunks.append(to_uint8(x))
-    images = np.concatenate(chunks)
+    x = sample_in_batches(
+        model,
+        schedule,
+        args.n,
+        (cfg.in_channels, cfg.image_size, cfg.image_size),
+        labels=labels,
+        batch_size=args.batch_size,
+        sampler=args.sampler,
+        steps=args.steps,
+        eta=args.eta,
+        guidance=args.guidance,
+        generator=torch.Generator().manual_seed(args.seed),
+        device=device,
+        progress=not args.no_progress,
+    )
+    images = to_uint8(x)
     if cfg.in_channels == 1:
         images = images[:, 0]  # (N, H, W)
     arrays = {"images": images}
@@ -291,6 +293,7 @@ def fraction(text: str) -> float:
 def build_parser() -> argparse.ArgumentParser:
     """The parser. Defaults and choices come from the package (TrainConfig, UNetConfig, ScheduleConfig,
     the schedule kinds), so the command line and Python agree."""
+    from ddpm_lessons.samplers import SAMPLERS
     from ddpm_lessons.schedules import SCHEDULE_KINDS, ScheduleConfig
     from ddpm_lessons.training import LR_DECAYS, TrainConfig
     from ddpm_lessons.unet import UNetConfig
@@ -350,7 +353,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--checkpoint", required=True, type=Path, help=".safetensors or checkpoint.pt")
     s.add_argument("--n", type=positive_int, default=100)
     s.add_argument("--labels", default=None, help="balanced (default for conditional models), none, or a digit")
-    s.add_argument("--sampler", choices=["ddpm", "ddim"], default="ddim")
+    s.add_argument("--sampler", choices=SAMPLERS, default="ddim")
     s.add_argument("--steps", type=positive_int, default=50, help="DDIM steps")
     s.add_argument("--eta", type=nonnegative_float, default=0.0)
     s.add_argument("--guidance", type=nonnegative_float, default=0.0)

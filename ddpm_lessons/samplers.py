@@ -247,6 +247,51 @@ def sample_ddim(
     return (x, trajectory) if return_trajectory else x
 
 
+SAMPLERS = ("ddpm", "ddim")  # what sample_in_batches (and `sample --sampler`) accepts
+
+
+def sample_in_batches(
+    model: Callable[..., torch.Tensor],
+    schedule: NoiseSchedule,
+    n: int,
+    image_shape: tuple[int, int, int],
+    labels: torch.Tensor | None = None,
+    batch_size: int = 50,
+    sampler: str = "ddim",
+    steps: int = 50,
+    eta: float = 0.0,
+    guidance: float = 0.0,
+    generator: torch.Generator | None = None,
+    device: torch.device | str = "cpu",
+    progress: bool = False,
+) -> torch.Tensor:
+    """``n`` samples drawn ``batch_size`` at a time with :func:`sample_ddpm` or :func:`sample_ddim`, in order,
+    from one generator (the same seed gives the same n samples).
+
+    Args:
+        image_shape: (C, H, W) of one sample. labels: (n,) condition per sample, or None.
+        sampler: "ddpm" (T network calls) or "ddim" (``steps`` calls, ``eta`` as in :func:`sample_ddim`).
+
+    Returns:
+        (n, C, H, W) float samples in [-1, 1] on the CPU.
+    """
+    if sampler not in SAMPLERS:
+        raise ValueError(f"unknown sampler {sampler!r}; choose one of {', '.join(SAMPLERS)}")
+    if labels is not None and len(labels) != n:
+        raise ValueError(f"sample_in_batches: {len(labels)} labels for n={n} samples; give one label per sample")
+    chunks = []
+    for start in progress_bar(range(0, n, batch_size), desc=f"sample ({batch_size} per batch)", disable=not progress):
+        b = min(batch_size, n - start)
+        y = None if labels is None else labels[start : start + b].to(device)
+        common = dict(y=y, guidance=guidance, generator=generator, device=device, progress=progress)
+        if sampler == "ddpm":
+            x = sample_ddpm(model, schedule, (b, *image_shape), **common)
+        else:
+            x = sample_ddim(model, schedule, (b, *image_shape), steps=steps, eta=eta, **common)
+        chunks.append(x.cpu())
+    return torch.cat(chunks)
+
+
 def respace(
     model: Callable[..., torch.Tensor], schedule: NoiseSchedule, steps: int
 ) -> tuple[Callable[..., torch.Tensor], NoiseSchedule]:
