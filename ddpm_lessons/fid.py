@@ -1,13 +1,17 @@
 """Frechet distance for any images, not only digits: FID with Inception features where the weights can be
 had, and a fallback that needs no pretrained network where they cannot.
 
-- ``"inception"``: torchvision's Inception-v3 (ImageNet weights, downloaded once, about 100 MB), images resized
-  to 299 x 299, the 2,048 pooled features: the FID of Heusel et al. 2017. torchvision's weights are not the
-  TensorFlow ones that published FIDs use (pytorch-fid ports those), so compare numbers within this course only.
+- ``"fid-inception"``: the Inception network behind published FID numbers (Heusel et al. 2017), as ported by
+  the maintained ``pytorch-fid`` package (``pip install pytorch-fid``, or ``pip install -e ".[fid]"``; its weights
+  download once, about 100 MB): the 2,048 pooled features of images resized to 299 x 299. This is the network
+  denoising-diffusion-pytorch's ``calculate_fid`` uses, so a number measured with it means what a paper's does
+  (at the same sample count and reference set).
+- ``"inception"``: torchvision's Inception-v3 (ImageNet weights, downloaded once, about 100 MB), the same
+  architecture with other weights: its distances compare within this course only.
 - ``"random"``: a fixed, randomly initialised convolutional network (seeded, so every machine computes the same
   features). Random features separate image statistics surprisingly well, but their scale means nothing on its
   own; read them only beside the real-vs-real floor at the same sample count, as every distance in this course.
-- ``"auto"``: Inception when its weights are on disk or can be downloaded, otherwise random, with a notice.
+- ``"auto"``: the first that can be had of fid-inception, inception and random, with a notice that names it.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ from torch import nn
 from ddpm_lessons.metrics import frechet_distance
 from ddpm_lessons.utils import is_offline
 
-FEATURE_KINDS = ("auto", "inception", "random")
+FEATURE_KINDS = ("auto", "fid-inception", "inception", "random")
 
 
 class RandomFeatures(nn.Module):
@@ -55,10 +59,39 @@ def _inception(weights: str | None = "DEFAULT") -> nn.Module:
     return model.eval()
 
 
+class _PooledFeatures(nn.Module):
+    """pytorch-fid's InceptionV3 returns a list of feature maps; keep the pooled (N, 2048)."""
+
+    def __init__(self, network: nn.Module):
+        super().__init__()
+        self.network = network
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.network(x)[0].flatten(1)
+
+
+def _fid_inception() -> nn.Module:
+    """pytorch-fid's FID Inception: (N, 3, H, W) in [0, 1] -> (N, 2048); it resizes and normalises itself."""
+    from pytorch_fid.inception import InceptionV3
+
+    return _PooledFeatures(InceptionV3([InceptionV3.BLOCK_INDEX_BY_DIM[2048]])).eval()
+
+
 def feature_extractor(kind: str = "auto", channels: int = 3) -> tuple[nn.Module, str]:
-    """The network for ``kind`` and the kind actually used ("auto" resolves to "inception" or "random")."""
+    """The network for ``kind`` and the kind actually used ("auto" resolves to one of the others)."""
     if kind not in FEATURE_KINDS:
         raise ValueError(f"unknown feature kind {kind!r}; choose one of {', '.join(FEATURE_KINDS)}")
+    if kind == "fid-inception" or (kind == "auto" and not is_offline()):
+        try:
+            return _fid_inception(), "fid-inception"
+        except Exception as err:  # not installed, no network, no cache: any failure to get the network
+            why = "pytorch-fid is not installed" if isinstance(err, ImportError) else type(err).__name__
+            if kind == "fid-inception":
+                raise RuntimeError(
+                    f"the FID Inception could not be loaded ({why}): pip install pytorch-fid, where the network "
+                    "allows its weights to download once (about 100 MB), e.g. on Colab. Offline use kind='random'."
+                ) from err
+            print(f"FID: the standard FID Inception is unavailable ({why}; pip install pytorch-fid), trying others")
     if kind in ("auto", "inception"):
         if kind == "auto" and is_offline():
             print("FID: offline (DDPM_OFFLINE is set), using random features; compare them with their floor only")
@@ -82,7 +115,10 @@ def image_features(images: torch.Tensor, extractor: nn.Module, kind: str, batch_
         raise ValueError(f"image_features needs images of shape (N, C, H, W), got {tuple(images.shape)}")
     feats = []
     for chunk in images.float().split(batch_size):
-        if kind == "inception":
+        if kind == "fid-inception":
+            chunk = chunk.expand(-1, 3, -1, -1) if chunk.shape[1] == 1 else chunk
+            chunk = (chunk + 1) / 2  # pytorch-fid takes [0, 1], resizes to 299 x 299 and normalises itself
+        elif kind == "inception":
             chunk = chunk.expand(-1, 3, -1, -1) if chunk.shape[1] == 1 else chunk
             chunk = F.interpolate(chunk, size=(299, 299), mode="bilinear", align_corners=False)
             mean = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)  # ImageNet statistics, images in [0, 1]

@@ -60,7 +60,7 @@ def test_bad_input_is_refused():
         frechet_distance_images(_images(10, 0), torch.zeros(30, 1, 16, 16), kind="random")
     with pytest.raises(ValueError, match="draws must be at least 1"):
         frechet_distance_images(_images(10, 0), _images(30, 1), kind="random", draws=0)
-    with pytest.raises(ValueError, match="choose one of auto, inception, random"):
+    with pytest.raises(ValueError, match="choose one of auto, fid-inception, inception, random"):
         feature_extractor("clip")
 
 
@@ -68,10 +68,18 @@ def test_a_failed_inception_download_falls_back_or_explains(monkeypatch, capsys)
     def no_network(weights="DEFAULT"):
         raise OSError("no route to host")
 
+    def not_installed():
+        raise ImportError("No module named 'pytorch_fid'")
+
     monkeypatch.delenv("DDPM_OFFLINE", raising=False)
     monkeypatch.setattr(fid, "_inception", no_network)
+    monkeypatch.setattr(fid, "_fid_inception", not_installed)
     _, used = feature_extractor("auto")
-    assert used == "random" and "Inception weights unavailable" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert used == "random" and "pytorch-fid is not installed; pip install pytorch-fid" in out
+    assert "Inception weights unavailable" in out
+    with pytest.raises(RuntimeError, match="pytorch-fid is not installed\\): pip install pytorch-fid"):
+        feature_extractor("fid-inception")
     with pytest.raises(RuntimeError, match="Use kind='random' offline"):
         feature_extractor("inception")
 
@@ -81,3 +89,20 @@ def test_the_inception_path_gives_2048_features_for_grey_and_colour_images():
     model = fid._inception(weights=None)
     assert image_features(torch.zeros(2, 1, 28, 28), model, "inception").shape == (2, 2048)
     assert image_features(torch.zeros(2, 3, 32, 32), model, "inception").shape == (2, 2048)
+
+
+def test_the_fid_inception_path_hands_pytorch_fid_three_channels_in_0_1(monkeypatch):
+    """pytorch-fid's network resizes and normalises itself; it must get 3 channels in [0, 1] (a stand-in here,
+    since its weights download at first use)."""
+    seen = []
+
+    class StandIn(torch.nn.Module):
+        def forward(self, x):
+            seen.append(x)
+            return [x.mean((2, 3), keepdim=True).repeat(1, 683, 1, 1)[:, :2048]]
+
+    monkeypatch.setattr(fid, "_fid_inception", lambda: fid._PooledFeatures(StandIn()))
+    extractor, used = feature_extractor("fid-inception")
+    feats = image_features(_images(4, 0)[:, :1], extractor, used)
+    assert used == "fid-inception" and feats.shape == (4, 2048)
+    assert seen[0].shape == (4, 3, 16, 16) and 0 <= seen[0].min() and seen[0].max() <= 1
