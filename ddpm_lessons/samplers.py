@@ -1,9 +1,9 @@
 """Reverse processes over any eps-model: DDPM ancestral sampling (Algorithm 2 of Ho et al. 2020),
 DDIM (Song, Meng & Ermon 2021), and classifier-free guidance (Ho & Salimans 2022).
 
-A model is any callable ``model(xt, t)`` or, with labels, ``model(xt, t, y)`` returning eps of the
-shape of xt; labels use -1 for "no label". Every sampler takes a ``torch.Generator``: the same seed
-gives the same samples.
+A model is any eps-model (see ``eps_model``): ``model(xt, t)`` or, with a condition, ``model(xt, t, y)``
+returning eps of the shape of xt; ``y`` holds class ids or a prompt's token ids, NO_LABEL (-1) meaning "no
+condition". Every sampler takes a ``torch.Generator``: the same seed gives the same samples.
 """
 
 from __future__ import annotations
@@ -138,7 +138,8 @@ def sample_ddpm(
 
     Args:
         shape: (B, C, H, W) of the samples.
-        y: (B,) labels (or None); guidance: the weight w of classifier-free guidance.
+        y: the condition, (B,) class ids or (B, L) token ids (or None); guidance: the weight w of
+            classifier-free guidance.
         generator: a CPU torch.Generator; noise is drawn on the CPU and moved, so a seed gives the
             same samples on every device.
         x_T: start from this noise instead of drawing it.
