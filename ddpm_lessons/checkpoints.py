@@ -30,9 +30,10 @@ from ddpm_lessons.unet import UNet, UNetConfig
 PRETRAINED_DIR = REPO_DATA / "checkpoints"
 PRETRAINED_MNIST = PRETRAINED_DIR / "mnist_conditional.safetensors"  # see data/checkpoints/README.md
 PRETRAINED_SR7 = PRETRAINED_DIR / "mnist_sr7.safetensors"  # super-resolution 7x7 -> 28x28 (lesson 07)
-PRETRAINED = {"mnist_conditional": PRETRAINED_MNIST, "mnist_sr7": PRETRAINED_SR7}
-PRETRAINED_AUTOENCODER = PRETRAINED_DIR / "digits_autoencoder.safetensors"  # lesson 08
+PRETRAINED_AUTOENCODER = PRETRAINED_DIR / "digits_autoencoder.safetensors"  # lesson 08 (load_autoencoder)
 PRETRAINED_LATENT_TEXT = PRETRAINED_DIR / "latent_text.safetensors"  # lesson 08, on that autoencoder's latents
+# The shipped U-Nets, by name, for load_pretrained (the autoencoder, not a U-Net, loads with load_autoencoder).
+PRETRAINED = {"mnist_conditional": PRETRAINED_MNIST, "mnist_sr7": PRETRAINED_SR7, "latent_text": PRETRAINED_LATENT_TEXT}
 
 
 class ConfigMismatch(ValueError):
@@ -202,7 +203,8 @@ def load_pretrained(
     device: str | torch.device = "cpu", name: str = "mnist_conditional"
 ) -> tuple[UNet, NoiseSchedule, dict]:
     """A model that ships with the course (data/checkpoints/README.md says how each was trained and how good
-    it is): "mnist_conditional" (lessons 04-07, the demo) or "mnist_sr7" (super-resolution, lesson 07).
+    it is): "mnist_conditional" (lessons 04-07, the demo), "mnist_sr7" (super-resolution, lesson 07) or
+    "latent_text" (text-conditioned, on the latents of the autoencoder that load_autoencoder() loads; lesson 08).
     Returns (model in eval mode, schedule, config record)."""
     if name not in PRETRAINED:
         raise ValueError(f"no pretrained model {name!r}; choose one of {', '.join(PRETRAINED)}")

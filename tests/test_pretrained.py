@@ -54,11 +54,11 @@ def test_the_super_resolution_model_beats_bicubic():
 def test_the_latent_text_model_follows_its_prompt():
     """Lesson 08's shipped pair: the record says text-conditioned 4 x 7 x 7 latents; twenty "thick" sevens come out
     thicker than twenty "thin" ones, and the classifier reads them as sevens (an untrained pair gives blobs)."""
-    from ddpm_lessons.checkpoints import PRETRAINED_LATENT_TEXT, load_autoencoder, load_model
+    from ddpm_lessons.checkpoints import PRETRAINED_LATENT_TEXT, load_autoencoder
     from ddpm_lessons.prompts import generate, measure
 
     ae, ae_record = load_autoencoder()
-    model, schedule, record = load_model(PRETRAINED_LATENT_TEXT)
+    model, schedule, record = load_pretrained(name="latent_text")
     assert record["model"]["text_conditioning"] and record["model"]["in_channels"] == ae.config.latent_channels == 4
     assert PRETRAINED_LATENT_TEXT.stat().st_size <= 8 * 2**20 and len(ae_record["prompt_thresholds"]["slant"]) == 10
     thick, thin = (generate(model, schedule, ae, [f"a {w} seven"] * 20, steps=10, seed=0) for w in ("thick", "thin"))
