@@ -33,8 +33,8 @@ def repaint_merge(
     sqrt(alpha_bar_{t-1}) x0 + sqrt(1 - alpha_bar_{t-1}) noise; after the last step (t = 0) the original itself.
     x0, unknown, noise: (B, C, H, W); mask: 1 = known, 0 = to fill, broadcast to x0.
     """
-    ab_prev = float(schedule.alpha_bar_prev[t])  # alpha_bar_{t-1}; 1 at t = 0, so the last step gives x0 itself
-    known = ab_prev**0.5 * x0 + (1 - ab_prev) ** 0.5 * noise  # Eq. (4) at step t-1
+    alpha_bar_prev = float(schedule.alpha_bar_prev[t])  # alpha_bar_{t-1}; 1 at t = 0, so the last step gives x0 itself
+    known = alpha_bar_prev**0.5 * x0 + (1 - alpha_bar_prev) ** 0.5 * noise  # Eq. (4) at step t-1
     return mask * known + (1 - mask) * unknown  # Lugmayr et al. Eq. (8)
 
 

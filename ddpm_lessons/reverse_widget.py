@@ -56,8 +56,8 @@ class ReverseChainScrubber(BlittedFigure):
         y = None if self.label is None else torch.full((n,), self.label, dtype=torch.long, device=self.device)
         self.frames: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
         for i, t in enumerate(self.ts):
-            tt = torch.full((n,), t, dtype=torch.long, device=self.device)
-            eps = guided_eps(self.model, x, tt, y, self.guidance if y is not None else 0.0)
+            t_batch = torch.full((n,), t, dtype=torch.long, device=self.device)
+            eps = guided_eps(self.model, x, t_batch, y, self.guidance if y is not None else 0.0)
             t_prev = self.ts[i + 1] if i + 1 < len(self.ts) else -1
             x_next, x0_hat = ddim_step(self.schedule, x, eps, t, t_prev, return_x0=True)  # x0_hat: Eq. (15), clipped
             self.frames[t] = (x.cpu(), x0_hat.cpu())

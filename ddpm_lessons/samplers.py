@@ -54,7 +54,7 @@ class PMeanVariance:
     mean: torch.Tensor  # (B, C, H, W) mean of p_theta(x_{t-1} | x_t)
     variance: torch.Tensor  # (B, 1, 1, 1) sigma_t^2
     log_variance: torch.Tensor  # (B, 1, 1, 1)
-    x0_pred: torch.Tensor  # (B, C, H, W) the model's estimate of x_0 (Eq. 15)
+    x0_hat: torch.Tensor  # (B, C, H, W) the model's estimate of x_0 (Eq. 15)
     eps: torch.Tensor  # (B, C, H, W) eps_theta(x_t, t), guided where asked
 
 
@@ -78,14 +78,14 @@ def p_mean_variance(
     """
     t = schedule.check_t(t, "p_mean_variance", batch=xt.shape[0]).to(xt.device).expand(xt.shape[0])
     eps = guided_eps(model, xt, t, y, guidance)
-    x0_pred = predict_x0_from_eps(schedule, xt, t, eps)  # Eq. (15)
+    x0_hat = predict_x0_from_eps(schedule, xt, t, eps)  # Eq. (15)
     if clip_x0:
-        x0_pred = x0_pred.clamp(-1.0, 1.0)
-        mean, _, _ = q_posterior(schedule, x0_pred, xt, t)  # Eq. (7) at the clipped x_0
+        x0_hat = x0_hat.clamp(-1.0, 1.0)
+        mean, _, _ = q_posterior(schedule, x0_hat, xt, t)  # Eq. (7) at the clipped x_0
     else:
         mean = p_mean_from_eps(schedule, xt, t, eps)  # Eq. (11)
     var, log_var = p_variance(schedule, t, xt, variance)
-    return PMeanVariance(mean, var, log_var, x0_pred, eps)
+    return PMeanVariance(mean, var, log_var, x0_hat, eps)
 
 
 def p_sample(
@@ -104,8 +104,8 @@ def p_sample(
     ``t`` is one int for the whole batch; at t = 0 no noise is added (Algorithm 2, line 3: z = 0
     when t = 1 in the paper's numbering), so the last step returns the mean itself.
     """
-    tt = torch.full((xt.shape[0],), int(t), dtype=torch.long, device=xt.device)
-    out = p_mean_variance(model, schedule, xt, tt, y, guidance, clip_x0, variance)
+    t_batch = torch.full((xt.shape[0],), int(t), dtype=torch.long, device=xt.device)
+    out = p_mean_variance(model, schedule, xt, t_batch, y, guidance, clip_x0, variance)
     if t == 0:
         return out.mean  # Algorithm 2, line 3: z = 0 at the last step
     z = torch.randn(xt.shape, generator=generator, dtype=xt.dtype).to(xt.device)  # line 3
@@ -182,27 +182,28 @@ def ddim_step(
 ):
     """One DDIM update from step t to an earlier step t_prev, Eq. (12) of Song, Meng & Ermon 2021.
 
-        x_{t'} = sqrt(alpha_bar_{t'}) x0_pred + sqrt(1 - alpha_bar_{t'} - sigma^2) eps + sigma z
+        x_{t'} = sqrt(alpha_bar_{t'}) x0_hat + sqrt(1 - alpha_bar_{t'} - sigma^2) eps + sigma z
 
-    with x0_pred from Eq. (15) of Ho et al. and sigma from Song et al.'s Eq. (16) times eta. ``t_prev = -1``
-    means "after the last step": alpha_bar there is 1, so the result is x0_pred itself.
+    with x0_hat from Eq. (15) of Ho et al. and sigma from Song et al.'s Eq. (16) times eta. ``t_prev = -1``
+    means "after the last step": alpha_bar there is 1, so the result is x0_hat itself.
     xt, eps: (B, C, H, W); t, t_prev: ints with -1 <= t_prev < t. Returns x_{t'} (B, C, H, W), or with
-    ``return_x0`` the pair (x_{t'}, x0_pred), the (clipped) estimate of x_0 the step moved towards.
+    ``return_x0`` the pair (x_{t'}, x0_hat), the (clipped) estimate of x_0 the step moved towards.
     """
     if not -1 <= t_prev < t:
         raise ValueError(f"ddim_step goes backwards: need -1 <= t_prev < t, got t={t}, t_prev={t_prev}")
-    tt = torch.full((xt.shape[0],), int(t), dtype=torch.long, device=xt.device)
-    x0_pred = predict_x0_from_eps(schedule, xt, tt, eps)  # Eq. (15) of Ho et al.; Song's "predicted x0"
+    t_batch = torch.full((xt.shape[0],), int(t), dtype=torch.long, device=xt.device)
+    x0_hat = predict_x0_from_eps(schedule, xt, t_batch, eps)  # Eq. (15) of Ho et al.; Song's "predicted x0"
     if clip_x0:
-        x0_pred = x0_pred.clamp(-1.0, 1.0)
-        eps = predict_eps_from_x0(schedule, xt, tt, x0_pred)  # keep eps consistent with the clip
-    ab_t = schedule.alpha_bar[t].item()
-    ab_prev = schedule.alpha_bar[t_prev].item() if t_prev >= 0 else 1.0
-    sigma = eta * ((1 - ab_prev) / (1 - ab_t) * (1 - ab_t / ab_prev)) ** 0.5  # Song et al. Eq. (16)
-    x = ab_prev**0.5 * x0_pred + max(1 - ab_prev - sigma**2, 0.0) ** 0.5 * eps  # Eq. (12)
+        x0_hat = x0_hat.clamp(-1.0, 1.0)
+        eps = predict_eps_from_x0(schedule, xt, t_batch, x0_hat)  # keep eps consistent with the clip
+    alpha_bar_t = schedule.alpha_bar[t].item()
+    alpha_bar_prev = schedule.alpha_bar[t_prev].item() if t_prev >= 0 else 1.0
+    # Song et al. Eq. (16), times eta
+    sigma = eta * ((1 - alpha_bar_prev) / (1 - alpha_bar_t) * (1 - alpha_bar_t / alpha_bar_prev)) ** 0.5
+    x = alpha_bar_prev**0.5 * x0_hat + max(1 - alpha_bar_prev - sigma**2, 0.0) ** 0.5 * eps  # Eq. (12)
     if sigma > 0:
         x = x + sigma * torch.randn(x.shape, generator=generator, dtype=x.dtype).to(x.device)
-    return (x, x0_pred) if return_x0 else x
+    return (x, x0_hat) if return_x0 else x
 
 
 @torch.no_grad()
@@ -224,7 +225,7 @@ def sample_ddim(
 ):
     """DDIM sampling, Eq. (12) of Song, Meng & Ermon 2021, over a subsequence of ``steps`` timesteps.
 
-        x_{t'} = sqrt(alpha_bar_{t'}) x0_pred + sqrt(1 - alpha_bar_{t'} - sigma^2) eps + sigma z,
+        x_{t'} = sqrt(alpha_bar_{t'}) x0_hat + sqrt(1 - alpha_bar_{t'} - sigma^2) eps + sigma z,
         sigma = eta sqrt((1 - alpha_bar_{t'}) / (1 - alpha_bar_t)) sqrt(1 - alpha_bar_t / alpha_bar_{t'})
 
     for consecutive visited steps t > t' (alpha_bar after the last step is 1: x_0 itself).
@@ -239,8 +240,8 @@ def sample_ddim(
     clock = TimeEstimate("DDIM sampling", len(ts), unit="network call")
     for i, t in enumerate(progress_bar(ts, desc="DDIM", disable=not progress, transient=True)):
         t_prev = ts[i + 1] if i + 1 < len(ts) else -1
-        tt = torch.full((x.shape[0],), t, dtype=torch.long, device=x.device)
-        eps = guided_eps(model, x, tt, y, guidance)
+        t_batch = torch.full((x.shape[0],), t, dtype=torch.long, device=x.device)
+        eps = guided_eps(model, x, t_batch, y, guidance)
         x = ddim_step(schedule, x, eps, t, t_prev, eta, clip_x0, generator)
         clock.tick()
         if trajectory is not None:

@@ -139,13 +139,13 @@ class ForwardDiffusionExplorer(BlittedFigure):
             self.t = int(t)
         xt = self.xt()
         self.im.set_data(image_grid(xt.clamp(-1, 1), nrow=len(self.x0), pad=2))
-        ab = self.schedule.alpha_bar[self.t].item()
-        self.ab_dot.set_data([self.t], [ab])
+        alpha_bar_t = self.schedule.alpha_bar[self.t].item()
+        self.ab_dot.set_data([self.t], [alpha_bar_t])
         self.snr_dot.set_data([self.t], [np.log10(self.schedule.snr[self.t].item())])
         density, _ = np.histogram(xt.numpy().ravel(), bins=self.bins, density=True)
         self.hist.set_data(density)
         detail = "" if self.kind == "cosine" else f", beta_T = {self.beta_end:.3f}"
-        self.title.set_text(f"x_t at t = {self.t} ({self.kind}{detail}): alpha_bar_t = {ab:.4f}")
+        self.title.set_text(f"x_t at t = {self.t} ({self.kind}{detail}): alpha_bar_t = {alpha_bar_t:.4f}")
 
     def redraw_ms(self, moves: int = 20) -> float:
         """Median milliseconds for one slider move (update + PNG), measured here."""
