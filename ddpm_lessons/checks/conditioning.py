@@ -59,6 +59,12 @@ class _CondProbe:
     def __call__(self, xt, t, y=None, cond=None):
         if cond is None:
             raise CheckFailed("sr loss: the model was called without cond=. Pass the condition: model(xt, t, cond=c).")
+        for name, value in (("x_t", xt), ("the condition", cond)):
+            if value.dtype != torch.float32:
+                raise CheckFailed(
+                    f"sr loss: the model got {name} as {value.dtype}; the U-Net's weights are float32 and refuse it. "
+                    "schedule.alpha_bar is float64: take .float() of alpha_bar[t] before mixing it with images."
+                )
         if cond.shape != xt.shape:
             raise CheckFailed(
                 f"sr loss: the condition has shape {tuple(cond.shape)} but x_t has {tuple(xt.shape)}. SR3 concatenates "
@@ -114,6 +120,16 @@ def _prompt_probe(zt, t, y=None):
         raise CheckFailed(
             f"latent loss: the model got x_t of shape {tuple(zt.shape)}; it works on latents (B, 4, 7, 7). Encode "
             "x0 with autoencoder.encode(x0) first, then noise the latent."
+        )
+    if zt.dtype != torch.float32:
+        raise CheckFailed(
+            f"latent loss: the model got z_t as {zt.dtype}; the U-Net's weights are float32 and refuse it. "
+            "schedule.alpha_bar is float64: take .float() of alpha_bar[t] before mixing it with the latent."
+        )
+    if y is not None and (y.dtype != torch.int64 or y.shape != (len(zt), 6)):
+        raise CheckFailed(
+            f"latent loss: the prompt must reach the model as the token ids, int64 of shape ({len(zt)}, 6); got "
+            f"{y.dtype} of shape {tuple(y.shape)}. Pass `tokens` unchanged."
         )
     prompt = 0.0 if y is None else 0.01 * y.float().sum(1).view(-1, 1, 1, 1)
     return 0.5 * zt + prompt
