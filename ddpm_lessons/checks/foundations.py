@@ -206,35 +206,134 @@ def check_timestep_embedding(fn: Callable[[torch.Tensor, int], torch.Tensor]) ->
     report_pass("timestep_embedding: matches the package for t = 0, 1, 25, 999 (dim 32)")
 
 
-def check_res_block(block_cls: type) -> None:
-    """block_cls(in_ch, out_ch, emb_dim, dropout, groups) with the package's submodule names."""
+def _load_package_weights(block_cls: type, in_ch: int, out_ch: int, p: float):
+    """The package's ResBlock with random weights, and the learner's block with those weights loaded."""
     torch.manual_seed(0)
-    ref = ResBlock(8, 16, 32, 0.0, 4).eval()
-    for p in ref.parameters():  # random weights everywhere, so every path shows in the output
-        torch.nn.init.normal_(p, std=0.2)
+    ref = ResBlock(in_ch, out_ch, 32, p, 4)
+    for param in ref.parameters():  # random weights everywhere, so every path shows in the output
+        torch.nn.init.normal_(param, std=0.2)
+    mine = block_cls(in_ch, out_ch, 32, p, 4)
+    where = f"res block ({in_ch} -> {out_ch} channels)"
+    if not isinstance(mine, torch.nn.Module):
+        raise CheckFailed(f"{where}: the block must be an nn.Module (class MyResBlock(nn.Module), super().__init__()).")
     try:
-        mine = block_cls(8, 16, 32, 0.0, 4).eval()
-        mine.load_state_dict(ref.state_dict())
-    except Exception as err:
+        missing, unexpected = mine.load_state_dict(ref.state_dict(), strict=False)
+    except RuntimeError as err:
+        sizes = [line.strip() for line in str(err).splitlines() if "size mismatch" in line]
         raise CheckFailed(
-            f"res block: cannot load the package's weights into yours ({err}). Use the same layer names: "
-            "norm1, conv1, emb_proj, norm2, dropout, conv2, skip."
-        ) from err
-    g = torch.Generator().manual_seed(3)
-    x, emb = torch.randn(2, 8, 6, 6, generator=g), torch.randn(2, 32, generator=g)
+            f"{where}: a layer has the wrong size ({sizes[0] if sizes else err}). Follow the channels: x has in_ch, "
+            "conv1 turns them into out_ch, the embedding has emb_dim entries; each GroupNorm normalises what "
+            "comes into it."
+        ) from None
+    # missing: the learner's keys the package's block lacks; unexpected: the package's keys the learner's lacks
+    other = [k for k in [*missing, *unexpected] if not k.startswith("skip.")]
+    if other:
+        raise CheckFailed(
+            f"{where}: cannot load the package's weights into yours (missing {list(missing)}, unexpected "
+            f"{list(unexpected)}). Use the same layer names: norm1, conv1, emb_proj, norm2, dropout, conv2, skip."
+        )
+    if unexpected:
+        raise CheckFailed(
+            f"{where}: x has {in_ch} channels and the branch {out_ch}, so they cannot be added as they are: "
+            "when in_ch != out_ch the skip is a 1x1 convolution from in_ch to out_ch channels."
+        )
+    if missing:
+        raise CheckFailed(f"{where}: when in_ch == out_ch the skip is nn.Identity() (no weights): x is added as it is.")
+    return ref, mine
+
+
+def _run_block(where: str, block, x: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
+    def forward(x, emb):  # the names the in-place message uses
+        try:
+            return block(x, emb)
+        except RuntimeError as error:
+            if "must match the size" in str(error) or "not broadcastable" in str(error):
+                raise CheckFailed(
+                    f"{where}: two shapes do not fit together ({error}). emb_proj gives one value per channel, "
+                    "shape (B, out_ch); to add it at every pixel of a (B, out_ch, H, W) tensor it needs two "
+                    "trailing axes of size 1."
+                ) from None
+            raise
+
+    return call(where, forward, x, emb)
+
+
+def check_res_block(block_cls: type) -> None:
+    """block_cls(in_ch, out_ch, emb_dim, dropout, groups) with the package's layer names, compared with the
+    package's ResBlock on the same weights: in eval mode for 8 -> 16 and 16 -> 16 channels, and in training
+    mode, where the second convolution must receive dropout(silu(norm2(h))) (whatever the dropout mask)."""
     F = torch.nn.functional
-    with torch.no_grad():
-        expected = ref(x, emb)
-        h = ref.conv1(F.silu(ref.norm1(x)))
-        shift = ref.emb_proj(F.silu(emb))[:, :, None, None]
-        no_skip = ref.conv2(F.silu(ref.norm2(h + shift)))
-        late_emb = ref.skip(x) + ref.conv2(F.silu(ref.norm2(h))) + shift
-        no_emb = ref.skip(x) + ref.conv2(F.silu(ref.norm2(h)))
-        got = mine(x, emb)
-    mistakes = {
-        "The skip connection is missing: return skip(x) + h.": no_skip,
-        "The embedding is added at the end; add it after the first convolution, before norm2.": late_emb,
-        "The time embedding is not used: add emb_proj(silu(emb)) to h, broadcast over H and W.": no_emb,
-    }
-    judge("res block", got, expected, mistakes, "norm1-silu-conv1, + emb, norm2-silu-dropout-conv2, + skip(x).")
-    report_pass("res block: same output as the package's ResBlock with the same weights")
+    p = 0.5
+    g = torch.Generator().manual_seed(3)
+    emb = torch.randn(2, 32, generator=g)
+    for in_ch, out_ch, training in ((8, 16, False), (16, 16, False), (8, 16, True)):
+        where = f"res block ({in_ch} -> {out_ch} channels{', training mode' if training else ''})"
+        ref, mine = _load_package_weights(block_cls, in_ch, out_ch, p)
+        ref.eval()
+        mine.train(training)
+        x = torch.randn(2, in_ch, 6, 6, generator=g)
+        seen = {}
+
+        def grab(module, args, store=seen):  # what the learner's conv2 receives
+            store.setdefault("conv2_in", args[0].detach().clone())
+
+        hook = mine.conv2.register_forward_pre_hook(grab)
+        try:
+            got = _run_block(where, mine, x, emb)
+        finally:
+            hook.remove()
+        with torch.no_grad():
+            skip = ref.skip(x)
+            h = ref.conv1(F.silu(ref.norm1(x)))
+            shift = ref.emb_proj(F.silu(emb))[:, :, None, None]  # (B, out_ch) -> (B, out_ch, 1, 1)
+            a = F.silu(ref.norm2(h + shift))  # what dropout acts on, right before conv2
+            conv2_in = seen.get("conv2_in")
+            if conv2_in is None:
+                raise CheckFailed(
+                    f"{where}: call the second convolution as self.conv2(...), so the check sees its input."
+                )
+            dropped = (conv2_in == 0) & (a != 0)
+            kept_right = conv2_in.shape == a.shape and bool(
+                torch.allclose(conv2_in[~dropped], a[~dropped] / (1 - p), rtol=1e-4, atol=1e-5)
+            )
+            looks_like_dropout = kept_right and 0.3 < dropped.float().mean().item() < 0.7
+            if not training:
+                if looks_like_dropout:
+                    raise CheckFailed(
+                        f"{where}: dropout acts in eval mode too, so sampling would be noisy. Use self.dropout "
+                        "(an nn.Dropout follows .train() and .eval()), or F.dropout(..., training=self.training)."
+                    )
+                mistakes = {
+                    "The skip connection is missing: return skip(x) + h.": ref.conv2(a),
+                    "The embedding is added at the end; add it after the first convolution, before norm2.": (
+                        skip + ref.conv2(F.silu(ref.norm2(h))) + shift
+                    ),
+                    "The time embedding is not used: add emb_proj(silu(emb)) to h, broadcast over H and W.": (
+                        skip + ref.conv2(F.silu(ref.norm2(h)))
+                    ),
+                    "The embedding goes through SiLU before its linear layer: emb_proj(silu(emb)).": (
+                        skip + ref.conv2(F.silu(ref.norm2(h + ref.emb_proj(emb)[:, :, None, None])))
+                    ),
+                    "The embedding is added after norm2; add it to the first convolution's output, before norm2.": (
+                        skip + ref.conv2(F.silu(ref.norm2(h)) + shift)
+                    ),
+                    "SiLU comes after GroupNorm, not before: silu(norm(h)).": skip
+                    + ref.conv2(ref.norm2(F.silu(ref.conv1(ref.norm1(F.silu(x))) + shift))),
+                    "A SiLU is missing: each convolution gets silu(norm(...)).": skip
+                    + ref.conv2(ref.norm2(ref.conv1(ref.norm1(x)) + shift)),
+                }
+                judge(
+                    where, got, ref(x, emb), mistakes, "norm1-silu-conv1, + emb, norm2-silu-dropout-conv2, + skip(x)."
+                )
+            else:
+                if not looks_like_dropout:
+                    hint = (
+                        "conv2 gets silu(norm2(h)) with nothing dropped: in training mode dropout acts right "
+                        "before the second convolution, conv2(dropout(silu(norm2(h))))."
+                        if torch.allclose(conv2_in, a, rtol=1e-4, atol=1e-5)
+                        else "conv2 should get dropout(silu(norm2(h))): dropout acts after norm2 and SiLU, "
+                        "right before the second convolution."
+                    )
+                    raise CheckFailed(f"{where}: not yet. {hint}")
+                judge(where, got, skip + ref.conv2(conv2_in), {}, "return skip(x) + conv2(dropout(silu(norm2(h)))).")
+    report_pass("res block: same output as the package's ResBlock on its weights (8 -> 16, 16 -> 16, training mode)")
