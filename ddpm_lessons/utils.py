@@ -147,13 +147,13 @@ class TimeEstimate:
     """Says once, early, how long a long job will take on this device, from its own first units.
 
     A loop calls :meth:`tick` after each unit (a training step, a network call). After ``probe`` units
-    it projects the rest from their measured mean and, where the whole job takes more than
-    ``threshold_s`` seconds, prints one line: what, the projected time, and the measured rate behind it.
-    Short jobs print nothing. The first unit is left out of the mean where there are more (it pays the
-    one-off start-up cost).
+    it projects the whole job from their median time and, where it takes more than ``threshold_s``
+    seconds, prints one line: what, the projected time, and the measured rate behind it. Short jobs print
+    nothing. The first unit is left out where there are more (it pays the one-off start-up cost), and the
+    median, not the mean, keeps one unit slowed by another program from inflating the projection.
     """
 
-    def __init__(self, what: str, total: int, unit: str = "step", probe: int = 3, threshold_s: float = 60.0):
+    def __init__(self, what: str, total: int, unit: str = "step", probe: int = 5, threshold_s: float = 60.0):
         self.what, self.total, self.unit, self.probe, self.threshold_s = what, total, unit, probe, threshold_s
         self.done, self.said, self.projected_s = 0, False, None
         self._marks = [time.perf_counter()]
@@ -166,7 +166,7 @@ class TimeEstimate:
         if self.done < min(self.probe, self.total):
             return
         steps = np.diff(self._marks)
-        per_unit = float(steps[1:].mean() if len(steps) > 1 else steps[0])
+        per_unit = float(np.median(steps[1:]) if len(steps) > 1 else steps[0])
         self.projected_s = per_unit * self.total
         self.said = True
         if self.projected_s > self.threshold_s:
