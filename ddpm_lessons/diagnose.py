@@ -15,8 +15,8 @@ from dataclasses import dataclass
 
 import torch
 
+from ddpm_lessons.eps_model import call_eps_model
 from ddpm_lessons.forward import q_sample
-from ddpm_lessons.losses import call_eps_model
 from ddpm_lessons.schedules import NoiseSchedule
 
 
@@ -172,10 +172,40 @@ def check_training(model: Callable, schedule: NoiseSchedule, x0: torch.Tensor, t
     return Finding("training", True, f"L_simple {loss:.3f} (1.0 for predicting zero noise)")
 
 
-def check_samples(samples: torch.Tensor, x0: torch.Tensor | None = None) -> Finding:
-    """Digits are mostly saturated pixels (background at -1, ink near 1); noise is not."""
-    share = (samples.abs() > 0.9).float().mean().item()
-    ref = (x0.abs() > 0.9).float().mean().item() if x0 is not None else 0.8
+def in_unit_range(x0: torch.Tensor) -> torch.Tensor | None:
+    """The images mapped to [-1, 1] when their scaling is one of the usual ones (uint8 or 0..255 pixels,
+    [0, 1], or already [-1, 1]); None when it is not recognised."""
+    x = x0.float()
+    lo, hi = x.min().item(), x.max().item()
+    if not x0.is_floating_point() or hi > 1.5:
+        return 2 * x / 255 - 1 if lo >= 0 and hi <= 255 else None  # 0..255 pixels
+    if lo >= -0.01 and hi <= 1.01:
+        return 2 * x - 1  # [0, 1]
+    return x if lo >= -1.01 and hi <= 1.01 else None
+
+
+def saturated_share(images: torch.Tensor) -> float:
+    """The share of pixels near -1 or 1 (|x| > 0.9): most of a digit's pixels, few of a noise image's."""
+    return (images.abs() > 0.9).float().mean().item()
+
+
+def check_samples(samples: torch.Tensor, x0: torch.Tensor | None = None, reference: float | None = None) -> Finding:
+    """Digits are mostly saturated pixels (background at -1, ink near 1); noise is not.
+
+    The samples' share of saturated pixels is compared with ``reference``, or else with the share measured
+    on the real images ``x0`` (in [-1, 1]); with neither, only their range is judged.
+    """
+    share = saturated_share(samples)
+    ref = reference if reference is not None else saturated_share(x0) if x0 is not None else None
+    if ref is None:
+        if samples.abs().max() > 1.5:
+            return Finding(
+                "samples",
+                False,
+                f"values reach {samples.abs().max().item():.3g}, far outside [-1, 1], and only {100 * share:.0f}% "
+                "of the pixels are near -1 or 1: the samples are still noise. See the problems above.",
+            )
+        return Finding("samples", True, f"{100 * share:.0f}% of the pixels near -1 or 1 (no real digits to compare)")
     if samples.abs().max() > 1.5 or share < 0.5 * ref:
         return Finding(
             "samples",
@@ -201,18 +231,23 @@ def diagnose(
         schedule: the noise schedule (default: linear, T = 1000).
         data: (B, C, H, W) training images as the model sees them.
         sample_fn: your sampling loop, ``sample_fn(model, schedule, shape, generator) -> x_0``.
-        samples: (B, C, H, W) images your loop produced from ``model``.
+        samples: (B, C, H, W) images your loop produced from ``model``; they are compared with ``data``
+            mapped to [-1, 1] (the share of pixels near -1 or 1 is measured on both).
     """
     schedule = schedule or NoiseSchedule.make("linear", 1000)
     findings = []
+    # the data mapped to [-1, 1] where its scaling is a usual one: the reference for the samples
+    real = in_unit_range(data) if data is not None else None
     if data is not None:
         findings.append(check_data_scaling(data))
     if sample_fn is not None:
         findings.extend(check_sampling_loop(sample_fn, schedule))
-    if model is not None and data is not None and findings[0].ok:
-        findings.append(check_training(model, schedule, data))
+    if model is not None and data is not None:  # judged even when the scaling is wrong: both verdicts print
+        seen = data if data.is_floating_point() else real  # the data as the model sees them, as floats
+        if seen is not None:
+            findings.append(check_training(model, schedule, seen))
     if samples is not None:
-        findings.append(check_samples(samples, data if data is not None and findings[0].ok else None))
+        findings.append(check_samples(samples, real))
     if verbose:
         for finding in findings:
             print(finding)

@@ -263,6 +263,15 @@ def test_sr_loss(capsys):
     with pytest.raises(CheckFailed, match="without cond="):
         checks.check_sr_loss(lambda model, s, x0, t, eps, low: model(x0, t).mean())
 
+    def float64_x_t(model, s, x0, t, eps, low_size):  # alpha_bar[t] without .float(): x_t becomes float64
+        ab = s.alpha_bar[t].view(-1, 1, 1, 1)
+        xt = ab.sqrt() * x0 + (1 - ab).sqrt() * eps
+        cond = F.interpolate(F.avg_pool2d(x0, 28 // low_size), size=28, mode="bicubic").clamp(-1, 1)
+        return ((eps - model(xt, t, cond=cond)) ** 2).mean().float()  # .float() at the end hides it from the value
+
+    with pytest.raises(CheckFailed, match="got x_t as torch.float64.*take .float"):
+        checks.check_sr_loss(float64_x_t)
+
 
 def _latent_loss(model, ae, s, x0, tokens, t, eps, *, space="latent", prompt=True, target="eps"):
     if space == "pixels":  # noise the image, then encode: a different (wrong) z_t
@@ -286,6 +295,16 @@ def test_latent_loss(capsys):
         checks.check_latent_loss(lambda *a: _latent_loss(*a, space="pixels"))
     with pytest.raises(CheckFailed, match="it works on latents"):
         checks.check_latent_loss(lambda model, ae, s, x0, tok, t, eps: model(x0, t, tok).mean())
+
+    def float64_z_t(model, ae, s, x0, tokens, t, eps):  # alpha_bar[t] without .float(): z_t becomes float64
+        ab = s.alpha_bar[t].view(-1, 1, 1, 1)
+        zt = ab.sqrt() * ae.encode(x0) + (1 - ab).sqrt() * eps
+        return ((eps - model(zt, t, tokens)) ** 2).mean().float()
+
+    with pytest.raises(CheckFailed, match="got z_t as torch.float64.*take .float"):
+        checks.check_latent_loss(float64_z_t)
+    with pytest.raises(CheckFailed, match="token ids, int64"):
+        checks.check_latent_loss(lambda m, ae, s, x0, tok, t, eps: _latent_loss(m, ae, s, x0, tok.float(), t, eps))
 
 
 def _accumulate(model, x, target, k, *, divide=True, zero_each=False):

@@ -105,3 +105,23 @@ def test_samples_and_the_whole_report(capsys):
     out = capsys.readouterr().out
     assert [f.name for f in findings if not f.ok] == ["data scaling", "noise at the last step", "samples"]
     assert "3 problem(s) found" in out
+
+
+def test_badly_scaled_data_still_gets_a_training_verdict_and_a_measured_reference(capsys):
+    digits = torch.where(torch.rand(64, 1, 8, 8, generator=torch.Generator().manual_seed(1)) > 0.7, 1.0, -1.0)
+    findings = _by_name(diagnose(lambda xt, t: torch.zeros_like(xt), S, data=digits / 2 + 0.5, samples=digits))
+    assert not findings["data scaling"].ok
+    assert not findings["training"].ok and "1.0" in findings["training"].message  # predicting zero noise
+    # the reference is the data's own share of saturated pixels, measured after mapping it to [-1, 1]: 100%
+    assert findings["samples"].ok and "real digits: 100%" in findings["samples"].message
+    half = digits.clone()
+    half[:32] = 0.0  # a set of "real digits" with only half its pixels saturated
+    assert "(real digits: 50%)" in check_samples(digits, half).message
+    assert "(real digits: 37%)" in check_samples(digits, reference=0.37).message
+    uint8 = ((digits + 1) * 127.5).round().to(torch.uint8)
+    assert "real digits: 100%" in _by_name(diagnose(data=uint8, samples=digits, verbose=False))["samples"].message
+
+
+def test_samples_without_a_reference_are_judged_by_their_range_only():
+    assert "no real digits to compare" in check_samples(torch.rand(4, 1, 8, 8) * 2 - 1).message
+    assert not check_samples(torch.randn(4, 1, 8, 8) * 5).ok
