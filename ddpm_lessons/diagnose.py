@@ -15,8 +15,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ddpm_lessons.eps_model import call_eps_model
-from ddpm_lessons.forward import q_sample
+from ddpm_lessons.losses import l_simple
 from ddpm_lessons.schedules import NoiseSchedule
 
 
@@ -157,10 +156,8 @@ def check_training(model: Callable, schedule: NoiseSchedule, x0: torch.Tensor, t
     x0 = x0[:64]
     losses = []
     for t in torch.linspace(0, schedule.T - 1, 10).round().long():
-        tt = t.repeat(len(x0))
         eps = torch.randn(x0.shape, generator=g)
-        pred = call_eps_model(model, q_sample(schedule, x0, tt, noise=eps), tt, None)
-        losses.append(((pred - eps) ** 2).mean().item())  # Eq. (14)
+        losses.append(l_simple(model, schedule, x0, t=t.repeat(len(x0)), noise=eps).item())  # Eq. (14) at this t
     loss = sum(losses) / len(losses)
     if loss > threshold:
         return Finding(
