@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ddpm_lessons.metrics import frechet_distance
+from ddpm_lessons.metrics import frechet_with_floor
 from ddpm_lessons.utils import is_offline
 
 FEATURE_KINDS = ("auto", "fid-inception", "inception", "random")
@@ -136,12 +136,14 @@ def frechet_distance_images(
 
     One split of the real images is a noisy floor, and with a few hundred images the distance to one
     reference set is noisy too. So each of ``draws`` random splits (seeds seed, seed + 1, ...) gives a
-    reference set of n and a second set of n; ``fd`` is the mean distance of the samples to the reference
-    sets, ``floor`` the mean distance of the second sets to them, each with its standard deviation, and the
-    ratio divides the two means. Every image's features are computed once.
+    reference set of n and a second set of n; the distance is the mean distance of the samples to the
+    reference sets, the floor the mean distance of the second sets to them, each with its standard deviation,
+    and the ratio divides the two means (:func:`metrics.frechet_with_floor`, the same keys as
+    :func:`metrics.evaluate_samples`). Every image's features are computed once.
 
-    samples, real: (N, C, H, W) in [-1, 1], same C, H, W. Returns n, the feature kind used, draws, fd, fd_sd,
-    floor, floor_sd and ratio.
+    samples, real: (N, C, H, W) in [-1, 1], same C, H, W. Returns n, features (the kind used),
+    frechet_distance, frechet_distance_sd, frechet_distance_real_vs_real (the floor),
+    frechet_distance_real_vs_real_sd, floor_draws and frechet_ratio.
     """
     n = len(samples)
     if samples.shape[1:] != real.shape[1:]:
@@ -159,21 +161,5 @@ def frechet_distance_images(
     f_samples = image_features(samples, extractor, used)
     f_real = torch.zeros(len(real), f_samples.shape[1], dtype=f_samples.dtype)
     f_real[used_images] = image_features(real[used_images], extractor, used)
-    fds, floors = [], []
-    for order in splits:
-        ref, other = f_real[order[:n]], f_real[order[n : 2 * n]]
-        fds.append(frechet_distance(f_samples, ref))
-        floors.append(frechet_distance(other, ref))
-    fds, floors = torch.tensor(fds, dtype=torch.float64), torch.tensor(floors, dtype=torch.float64)
-    fd, floor = fds.mean().item(), floors.mean().item()
-    fd_sd, floor_sd = (fds.std().item(), floors.std().item()) if draws > 1 else (0.0, 0.0)
-    return {
-        "n": n,
-        "features": used,
-        "draws": draws,
-        "fd": fd,
-        "fd_sd": fd_sd,
-        "floor": floor,
-        "floor_sd": floor_sd,
-        "ratio": fd / max(floor, 1e-12),
-    }
+    pairs = [(f_real[order[:n]], f_real[order[n : 2 * n]]) for order in splits]  # (reference, other real)
+    return {"n": n, "features": used, **frechet_with_floor(f_samples, pairs)}

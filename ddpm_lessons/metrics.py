@@ -209,6 +209,33 @@ def _shipped_real_features() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     return _real_features(load_classifier())
 
 
+def frechet_with_floor(
+    sample_feats: torch.Tensor, draws: list[tuple[torch.Tensor, torch.Tensor]]
+) -> dict[str, float | int]:
+    """The Frechet distance of samples and its real-vs-real floor, over several draws of real data.
+
+    Each draw is a pair (reference features, other real features of as many images as there are samples):
+    the samples' distance to the reference, and the floor, the other real images' distance to it. Returns the
+    means over the draws with their standard deviations and the ratio of the means. Every distance in the
+    course (metrics.evaluate_samples for digits, fid.frechet_distance_images for any images) is read this
+    way, with these keys.
+    """
+    if not draws:
+        raise ValueError("frechet_with_floor needs at least one draw of real data")
+    fds = torch.tensor([frechet_distance(sample_feats, ref) for ref, _ in draws], dtype=torch.float64)
+    floors = torch.tensor([frechet_distance(other, ref) for ref, other in draws], dtype=torch.float64)
+    fd, floor = fds.mean().item(), floors.mean().item()
+    spread = len(draws) > 1
+    return {
+        "frechet_distance": fd,
+        "frechet_distance_sd": fds.std().item() if spread else 0.0,
+        "frechet_distance_real_vs_real": floor,  # the floor: the mean over the draws
+        "frechet_distance_real_vs_real_sd": floors.std().item() if spread else 0.0,
+        "floor_draws": len(draws),
+        "frechet_ratio": fd / max(floor, 1e-12),
+    }
+
+
 def evaluate_samples(
     images, labels=None, classifier: MNISTClassifier | None = None, seed: int = 0, floor_draws: int = 10
 ) -> dict[str, float | int]:
@@ -233,19 +260,12 @@ def evaluate_samples(
         torch.randperm(len(train_feats), generator=torch.Generator().manual_seed(seed + k))[:n]
         for k in range(floor_draws)
     ]
-    floors = torch.tensor([frechet_distance(train_feats[idx], ref_feats) for idx in draws], dtype=torch.float64)
-    fd, floor = frechet_distance(feats, ref_feats), floors.mean().item()
+    distance = frechet_with_floor(feats, [(ref_feats, train_feats[idx]) for idx in draws])
     out: dict[str, float | int] = {"n": n, "reference": "bundled MNIST test split (2,000 digits)"}
     if labels is not None:
         out["conditional_accuracy"] = (preds == torch.as_tensor(labels).long()).float().mean().item()
         if torch.as_tensor(labels).long().bincount().max() >= 2:  # a spread needs two samples of a class
             out["diversity"] = diversity(feats, labels)  # within-class spread, with real digits' beside it
             out["diversity_real"] = sum(diversity(train_feats[idx], y_train[idx]) for idx in draws) / floor_draws
-    out.update(
-        frechet_distance=fd,
-        frechet_distance_real_vs_real=floor,  # mean over the draws
-        frechet_distance_real_vs_real_sd=floors.std().item() if floor_draws > 1 else 0.0,
-        floor_draws=floor_draws,
-        frechet_ratio=fd / max(floor, 1e-12),
-    )
+    out.update(distance)
     return out

@@ -25,9 +25,10 @@ def test_random_features_are_fixed_and_the_distance_grows_with_the_difference(mo
     far = frechet_distance_images(_images(100, 2, brightness=0.3), real, kind="random")
     farther = frechet_distance_images(_images(100, 2, brightness=0.6), real, kind="random")
     assert near["features"] == "random" and near["n"] == 100
-    assert near["ratio"] < 2  # the same distribution: about the floor
-    assert near["fd"] < far["fd"] < farther["fd"]
-    assert far["floor"] == near["floor"]  # the floor depends only on the real images and the seed
+    assert near["frechet_ratio"] < 2  # the same distribution: about the floor
+    assert near["frechet_distance"] < far["frechet_distance"] < farther["frechet_distance"]
+    floor = "frechet_distance_real_vs_real"
+    assert far[floor] == near[floor]  # the floor depends only on the real images and the seed
 
 
 def test_distance_and_floor_are_means_over_draws_recomputed_by_hand(monkeypatch):
@@ -43,14 +44,17 @@ def test_distance_and_floor_are_means_over_draws_recomputed_by_hand(monkeypatch)
         fds.append(frechet_distance(f_samples, ref))
         floors.append(frechet_distance(image_features(real[order[20:40]], features, "random"), ref))
     fds, floors = torch.tensor(fds, dtype=torch.float64), torch.tensor(floors, dtype=torch.float64)
-    assert out["draws"] == 3 and len(set(floors.tolist())) == 3  # three different splits
-    assert out["fd"] == pytest.approx(fds.mean().item(), rel=1e-6)
-    assert out["fd_sd"] == pytest.approx(fds.std().item(), rel=1e-6)
-    assert out["floor"] == pytest.approx(floors.mean().item(), rel=1e-6)
-    assert out["floor_sd"] == pytest.approx(floors.std().item(), rel=1e-6)
-    assert out["ratio"] == pytest.approx(fds.mean().item() / floors.mean().item(), rel=1e-6)
+    assert out["floor_draws"] == 3 and len(set(floors.tolist())) == 3  # three different splits
+    assert out["frechet_distance"] == pytest.approx(fds.mean().item(), rel=1e-6)
+    assert out["frechet_distance_sd"] == pytest.approx(fds.std().item(), rel=1e-6)
+    assert out["frechet_distance_real_vs_real"] == pytest.approx(floors.mean().item(), rel=1e-6)
+    assert out["frechet_distance_real_vs_real_sd"] == pytest.approx(floors.std().item(), rel=1e-6)
+    assert out["frechet_ratio"] == pytest.approx(fds.mean().item() / floors.mean().item(), rel=1e-6)
     one = frechet_distance_images(samples, real, kind="random", seed=7, draws=1)
-    assert one["floor"] == pytest.approx(floors[0].item(), rel=1e-6) and one["floor_sd"] == 0.0
+    assert (
+        one["frechet_distance_real_vs_real"] == pytest.approx(floors[0].item(), rel=1e-6)
+        and one["frechet_distance_real_vs_real_sd"] == 0.0
+    )
 
 
 def test_bad_input_is_refused():
