@@ -234,8 +234,22 @@ def load_autoencoder(path: str | Path = PRETRAINED_AUTOENCODER) -> tuple[Autoenc
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"no autoencoder at {path}; train one with scripts/train_latent_text.py")
-    with safe_open(str(path), framework="pt") as f:
-        record = json.loads((f.metadata() or {})["record"])
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+        weights = load_file(str(path))
+    except Exception as err:
+        raise ValueError(
+            f"cannot read {path} ({type(err).__name__}); it is truncated or not a safetensors file. "
+            "Train the autoencoder again with scripts/train_latent_text.py, or point at another file"
+        ) from err
+    record = json.loads(meta.get("record", "{}"))
+    if "autoencoder" not in record:
+        raise ValueError(f"{path} holds no autoencoder record; it was not written by save_autoencoder")
+    check_version(record, path)
     model = Autoencoder(AutoencoderConfig(**record["autoencoder"]))
-    model.load_state_dict(load_file(str(path)))
+    try:
+        model.load_state_dict(weights)
+    except RuntimeError as err:
+        raise ConfigMismatch(f"{path}: weights do not fit the recorded autoencoder config") from err
     return model.eval(), record

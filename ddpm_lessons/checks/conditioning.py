@@ -26,16 +26,17 @@ def check_repaint_merge(fn: Callable[..., torch.Tensor]) -> None:
     mask = (torch.rand(2, 1, 4, 4, generator=g) > 0.5).float()
     for t in (500, 1, 0):
         expected = repaint_merge(s, x0, mask, unknown, t, noise)
-        ab_prev, ab_t = float(s.alpha_bar_prev[t]), float(s.alpha_bar[t])
+        alpha_bar_prev, alpha_bar_t = float(s.alpha_bar_prev[t]), float(s.alpha_bar[t])
         mistakes = {
             "The known pixels must be at the noise level of x_{t-1}, the step being produced: use alpha_bar_prev[t] "
-            "(alpha_bar of step t-1), not alpha_bar[t].": mask * (ab_t**0.5 * x0 + (1 - ab_t) ** 0.5 * noise)
+            "(alpha_bar of step t-1), not alpha_bar[t].": mask
+            * (alpha_bar_t**0.5 * x0 + (1 - alpha_bar_t) ** 0.5 * noise)
             + (1 - mask) * unknown,
             "Variance where the standard deviation belongs: the known pixels are sqrt(alpha_bar_prev) x0 + "
-            "sqrt(1 - alpha_bar_prev) noise (Eq. 4).": mask * (ab_prev * x0 + (1 - ab_prev) * noise)
+            "sqrt(1 - alpha_bar_prev) noise (Eq. 4).": mask * (alpha_bar_prev * x0 + (1 - alpha_bar_prev) * noise)
             + (1 - mask) * unknown,
             "The mask is the wrong way round: mask = 1 marks the KNOWN pixels, which come from x0.": (1 - mask)
-            * (ab_prev**0.5 * x0 + (1 - ab_prev) ** 0.5 * noise)
+            * (alpha_bar_prev**0.5 * x0 + (1 - alpha_bar_prev) ** 0.5 * noise)
             + mask * unknown,
             "The known pixels were not noised: at step t-1 the chain is noisy everywhere, so x0 must be noised to "
             "match (only after the last step is it x0 itself).": mask * x0 + (1 - mask) * unknown,

@@ -103,7 +103,7 @@ def check_posterior(fn: Callable[..., tuple[torch.Tensor, torch.Tensor]]) -> Non
     got_mean, got_var = out
     c0 = s.posterior_mean_coef_x0[t].view(-1, 1, 1, 1)
     ct = s.posterior_mean_coef_xt[t].view(-1, 1, 1, 1)
-    ab_t, ab_prev = s.alpha_bar[t].view(-1, 1, 1, 1), s.alpha_bar_prev[t].view(-1, 1, 1, 1)
+    alpha_bar_t, alpha_bar_prev = s.alpha_bar[t].view(-1, 1, 1, 1), s.alpha_bar_prev[t].view(-1, 1, 1, 1)
     beta = s.betas[t].view(-1, 1, 1, 1)
     judge(
         "posterior mean",
@@ -114,13 +114,14 @@ def check_posterior(fn: Callable[..., tuple[torch.Tensor, torch.Tensor]]) -> Non
                 ct * x0 + c0 * xt
             ),
             "Off by one: the x_0 coefficient uses alpha_bar_{t-1} (alpha_bar_prev), not alpha_bar_t.": (
-                ab_t.sqrt() * beta / (1 - ab_t) * x0 + ct * xt
+                alpha_bar_t.sqrt() * beta / (1 - alpha_bar_t) * x0 + ct * xt
             ),
             "The x_t coefficient needs sqrt(alpha_t), not alpha_t.": (
-                c0 * x0 + (1 - beta) * (1 - ab_prev) / (1 - ab_t) * xt
+                c0 * x0 + (1 - beta) * (1 - alpha_bar_prev) / (1 - alpha_bar_t) * xt
             ),
         },
-        "Eq. (7): mu = sqrt(ab_prev) beta/(1-ab) x0 + sqrt(alpha)(1-ab_prev)/(1-ab) xt.",
+        "Eq. (7): mu = sqrt(alpha_bar_prev) beta / (1 - alpha_bar) x0 "
+        "+ sqrt(alpha) (1 - alpha_bar_prev) / (1 - alpha_bar) xt.",
     )
     if not isinstance(got_var, torch.Tensor):
         raise CheckFailed(f"posterior variance: expected a torch.Tensor, got {type(got_var).__name__}")

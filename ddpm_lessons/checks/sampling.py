@@ -174,26 +174,26 @@ def check_ddim_step(fn: Callable[..., torch.Tensor]) -> None:
     for t, t_prev in ((999, 979), (500, 250), (20, -1)):
         expected = ddim_step(s, xt, eps, t, t_prev, eta=0.0, clip_x0=False)
         ab = float(s.alpha_bar[t])
-        ab_prev = float(s.alpha_bar[t_prev]) if t_prev >= 0 else 1.0
-        x0_pred = (xt - (1 - ab) ** 0.5 * eps) / ab**0.5
+        alpha_bar_prev = float(s.alpha_bar[t_prev]) if t_prev >= 0 else 1.0
+        x0_hat = (xt - (1 - ab) ** 0.5 * eps) / ab**0.5
         mistakes = {
-            "Variance where the standard deviation belongs: sqrt(alpha_bar_prev) x0_pred + sqrt(1 - alpha_bar_prev) "
-            "eps.": ab_prev * x0_pred + (1 - ab_prev) * eps,
-            "x0_pred is (x_t - sqrt(1 - alpha_bar_t) eps) / sqrt(alpha_bar_t): divide by sqrt(alpha_bar_t).": (
-                ab_prev**0.5 * (xt - (1 - ab) ** 0.5 * eps) + (1 - ab_prev) ** 0.5 * eps
+            "Variance where the standard deviation belongs: sqrt(alpha_bar_prev) x0_hat + sqrt(1 - alpha_bar_prev) "
+            "eps.": alpha_bar_prev * x0_hat + (1 - alpha_bar_prev) * eps,
+            "x0_hat is (x_t - sqrt(1 - alpha_bar_t) eps) / sqrt(alpha_bar_t): divide by sqrt(alpha_bar_t).": (
+                alpha_bar_prev**0.5 * (xt - (1 - ab) ** 0.5 * eps) + (1 - alpha_bar_prev) ** 0.5 * eps
             ),
         }
         if t_prev >= 0:
             ab_m1 = float(s.alpha_bar[t - 1])
             mistakes["DDIM jumps from t to t_prev: use alpha_bar[t_prev], not alpha_bar[t - 1]."] = (
-                ab_m1**0.5 * x0_pred + (1 - ab_m1) ** 0.5 * eps
+                ab_m1**0.5 * x0_hat + (1 - ab_m1) ** 0.5 * eps
             )
         else:
             last = float(s.alpha_bar[-1])
             mistakes[
                 "t_prev = -1 means 'after the last step', where alpha_bar is 1; in Python alpha_bar[-1] is the "
                 "LAST entry (t = T-1). Use 1.0 when t_prev < 0."
-            ] = last**0.5 * x0_pred + (1 - last) ** 0.5 * eps
+            ] = last**0.5 * x0_hat + (1 - last) ** 0.5 * eps
         got = call("ddim step", fn, s, xt.clone(), eps.clone(), t, t_prev)
         judge(f"ddim step (t={t} -> {t_prev})", got, expected, mistakes, "Song et al. Eq. (12) with sigma = 0.")
     report_pass("ddim step: matches Eq. (12) of Song et al. for 999 -> 979, 500 -> 250 and 20 -> the end")
