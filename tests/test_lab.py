@@ -69,12 +69,14 @@ def test_make_lab_opens_the_first_exercise_and_prints_its_address(tmp_path):
 
 
 @pytest.mark.skipif(os.geteuid() != 0 or shutil.which("setpriv") is None, reason="needs root and setpriv")
-def test_make_lab_asks_for_allow_root_only_as_root(tmp_path):
+def test_make_lab_and_demo_ask_for_allow_root_only_as_root(tmp_path):
     """As a normal user Jupyter starts without --allow-root (and warns about it, so it is left out). The
     user here cannot run root's .venv, so this checks the command that `make lab` would run."""
     as_nobody = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
-    commands = {}
-    for who, prefix in (("root", []), ("normal user", as_nobody)):
-        dry_run = subprocess.run([*prefix, "make", "-n", "-s", "lab"], cwd=ROOT, capture_output=True, text=True)
-        commands[who] = next(line for line in dry_run.stdout.splitlines() if "jupyter lab" in line)
-    assert "--allow-root" in commands["root"] and "--allow-root" not in commands["normal user"], commands
+    for target, opens in (("lab", "exercises/00_start_here.ipynb"), ("demo", "demo/instructor_demo.ipynb")):
+        commands = {}
+        for who, prefix in (("root", []), ("normal user", as_nobody)):
+            dry_run = subprocess.run([*prefix, "make", "-n", "-s", target], cwd=ROOT, capture_output=True, text=True)
+            commands[who] = next(line for line in dry_run.stdout.splitlines() if "jupyter lab" in line)
+        assert "--allow-root" in commands["root"] and "--allow-root" not in commands["normal user"], commands
+        assert all(f"default_url=/lab/tree/{opens}" in command for command in commands.values())
