@@ -38,7 +38,7 @@ def profile_and_reason() -> tuple[str, str]:
     chosen = os.environ.get(PROFILE_ENV, "").strip()
     if chosen and _check_profile_name(chosen, PROFILE_ENV) != "auto":
         return chosen.lower(), f"chosen ({PROFILE_ENV}={chosen})"
-    legacy = os.environ.get(FAST_ENV, "").strip().lower()
+    legacy = "" if chosen else os.environ.get(FAST_ENV, "").strip().lower()  # DDPM_PROFILE=auto: the machine
     if legacy in _TRUE:
         return "fast", f"chosen ({FAST_ENV}={legacy})"
     if legacy in _FALSE and legacy:

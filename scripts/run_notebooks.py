@@ -1,7 +1,8 @@
 """Execute lessons in place, as a student's CPU-only laptop would, so their stored outputs are what a
 student sees: ``python scripts/run_notebooks.py notebooks/04_training_on_mnist.ipynb [...]``, then
-``make exercises``. No profile variable is set and CUDA is hidden, so the profile follows the machine to
-FAST; nothing is downloaded; widgets draw one static figure. Prints each notebook's wall time.
+``make exercises``. No profile or offline variable is set and CUDA is hidden, so the profile follows the
+machine to FAST, where no lesson downloads anything; widgets draw one static figure (their live version is
+not stored). Prints each notebook's wall time.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from pathlib import Path
 import nbformat
 from nbclient import NotebookClient
 
-STUDENT_ENV = {"CUDA_VISIBLE_DEVICES": "", "DDPM_OFFLINE": "1", "DDPM_WIDGETS": "static"}
+STUDENT_ENV = {"CUDA_VISIBLE_DEVICES": "", "DDPM_WIDGETS": "static"}
 
 
 def run(path: Path) -> float:
@@ -31,7 +32,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("notebooks", nargs="+", type=Path)
     args = p.parse_args(argv)
-    for name in ("DDPM_FAST", "DDPM_PROFILE", "MPLBACKEND"):
+    for name in ("DDPM_FAST", "DDPM_PROFILE", "DDPM_OFFLINE", "MPLBACKEND"):
         os.environ.pop(name, None)  # the kernels inherit this environment
     os.environ.update(STUDENT_ENV)
     for path in args.notebooks:

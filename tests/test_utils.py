@@ -54,6 +54,7 @@ def test_the_profile_follows_the_machine_when_nothing_is_chosen(no_profile_varia
         ("full", "1", False, "full"),  # DDPM_PROFILE wins over DDPM_FAST
         ("FAST", "", True, "fast"),
         ("auto", "", False, "fast"),
+        ("auto", "1", True, "full"),  # use_profile("auto") follows the machine even where DDPM_FAST is set
     ],
 )
 def test_a_choice_overrides_the_machine(no_profile_variables, profile, fast, cuda, expected):
