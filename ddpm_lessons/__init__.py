@@ -2,7 +2,8 @@
 
 Modules, lowest layer first (a module imports only from layers below it; the full list of layers is the
 import-linter contract in pyproject.toml, which `make lint` checks): schedules, utils -> forward, eps_model
--> losses -> text, fused -> unet, autoencoder -> samplers -> inpainting, superres -> data -> metrics
+-> objectives -> losses -> text, fused -> unet, autoencoder -> samplers -> inpainting, superres, solvers
+-> data -> metrics
 -> checkpoints, distributed, prompts, fid -> training -> viz -> widgets, diagnose, checks, exercises
 -> reverse_widget -> doctor -> cli. Nothing is downloaded or trained at import time.
 """

@@ -127,7 +127,7 @@ def _labels_for(spec: str | None, n: int, num_classes: int | None) -> torch.Tens
 def cmd_sample(args) -> int:
     from ddpm_lessons.checkpoints import load_model
     from ddpm_lessons.data import to_uint8
-    from ddpm_lessons.samplers import sample_in_batches
+    from ddpm_lessons.solvers import sample_in_batches
     from ddpm_lessons.utils import get_device
 
     out = Path(args.out)
@@ -293,8 +293,8 @@ def fraction(text: str) -> float:
 def build_parser() -> argparse.ArgumentParser:
     """The parser. Defaults and choices come from the package (TrainConfig, UNetConfig, ScheduleConfig,
     the schedule kinds), so the command line and Python agree."""
-    from ddpm_lessons.samplers import SAMPLERS
     from ddpm_lessons.schedules import SCHEDULE_KINDS, ScheduleConfig
+    from ddpm_lessons.solvers import SAMPLERS
     from ddpm_lessons.training import LR_DECAYS, TrainConfig
     from ddpm_lessons.unet import UNetConfig
 
@@ -354,7 +354,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--n", type=positive_int, default=100)
     s.add_argument("--labels", default=None, help="balanced (default for conditional models), none, or a digit")
     s.add_argument("--sampler", choices=SAMPLERS, default="ddim")
-    s.add_argument("--steps", type=positive_int, default=50, help="DDIM steps")
+    s.add_argument("--steps", type=positive_int, default=50, help="model evaluations (ddim, dpmpp-2m, heun)")
     s.add_argument("--eta", type=nonnegative_float, default=0.0)
     s.add_argument("--guidance", type=nonnegative_float, default=0.0)
     s.add_argument("--seed", type=nonnegative_int, default=0)

@@ -1,5 +1,6 @@
 """Reverse processes over any eps-model: DDPM ancestral sampling (Algorithm 2 of Ho et al. 2020),
-DDIM (Song, Meng & Ermon 2021), and classifier-free guidance (Ho & Salimans 2022).
+DDIM (Song, Meng & Ermon 2021), classifier-free guidance (Ho & Salimans 2022) and respacing. DDIM with
+eta = 0 is the first-order step of the probability-flow ODE; ``solvers`` holds second-order ones.
 
 A model is any eps-model (see ``eps_model``): ``model(xt, t)`` or, with a condition, ``model(xt, t, y)``
 returning eps of the shape of xt; ``y`` holds class ids or a prompt's token ids, NO_LABEL (-1) meaning "no
@@ -112,7 +113,8 @@ def p_sample(
     return out.mean + (0.5 * out.log_variance).exp() * z  # Algorithm 2, line 4
 
 
-def _start(shape, generator, device, dtype, x_T):
+def draw_x_T(shape, generator, device, dtype, x_T):
+    """x_T ~ N(0, I) of ``shape``, drawn on the CPU with ``generator`` and moved (or ``x_T`` itself if given)."""
     if x_T is not None:
         return x_T.to(device)
     return torch.randn(shape, generator=generator, dtype=dtype).to(device)  # Algorithm 2, line 1
@@ -148,7 +150,7 @@ def sample_ddpm(
     Returns:
         x_0 (B, C, H, W), or (x_0, trajectory).
     """
-    x = _start(shape, generator, device, dtype, x_T)
+    x = draw_x_T(shape, generator, device, dtype, x_T)
     trajectory = [x.cpu()] if return_trajectory else None
     clock = TimeEstimate("DDPM sampling", schedule.T, unit="network call")
     for t in progress_bar(range(schedule.T - 1, -1, -1), desc="DDPM", disable=not progress, transient=True):
@@ -185,7 +187,8 @@ def ddim_step(
         x_{t'} = sqrt(alpha_bar_{t'}) x0_hat + sqrt(1 - alpha_bar_{t'} - sigma^2) eps + sigma z
 
     with x0_hat from Eq. (15) of Ho et al. and sigma from Song et al.'s Eq. (16) times eta. ``t_prev = -1``
-    means "after the last step": alpha_bar there is 1, so the result is x0_hat itself.
+    means "after the last step": alpha_bar there is 1, so the result is x0_hat itself. With eta = 0 this is the
+    first-order step of the probability-flow ODE (see :func:`dpmpp_2m_step`, :func:`sample_heun`).
     xt, eps: (B, C, H, W); t, t_prev: ints with -1 <= t_prev < t. Returns x_{t'} (B, C, H, W), or with
     ``return_x0`` the pair (x_{t'}, x0_hat), the (clipped) estimate of x_0 the step moved towards.
     """
@@ -234,7 +237,7 @@ def sample_ddim(
     """
     if eta < 0:
         raise ValueError(f"eta must be >= 0 (0: deterministic DDIM, 1: DDPM-like), got {eta}")
-    x = _start(shape, generator, device, dtype, x_T)
+    x = draw_x_T(shape, generator, device, dtype, x_T)
     trajectory = [x.cpu()] if return_trajectory else None
     ts = ddim_timesteps(schedule.T, steps)
     clock = TimeEstimate("DDIM sampling", len(ts), unit="network call")
@@ -247,51 +250,6 @@ def sample_ddim(
         if trajectory is not None:
             trajectory.append(x.cpu())
     return (x, trajectory) if return_trajectory else x
-
-
-SAMPLERS = ("ddpm", "ddim")  # what sample_in_batches (and `sample --sampler`) accepts
-
-
-def sample_in_batches(
-    model: Callable[..., torch.Tensor],
-    schedule: NoiseSchedule,
-    n: int,
-    image_shape: tuple[int, int, int],
-    labels: torch.Tensor | None = None,
-    batch_size: int = 50,
-    sampler: str = "ddim",
-    steps: int = 50,
-    eta: float = 0.0,
-    guidance: float = 0.0,
-    generator: torch.Generator | None = None,
-    device: torch.device | str = "cpu",
-    progress: bool = False,
-) -> torch.Tensor:
-    """``n`` samples drawn ``batch_size`` at a time with :func:`sample_ddpm` or :func:`sample_ddim`, in order,
-    from one generator (the same seed gives the same n samples).
-
-    Args:
-        image_shape: (C, H, W) of one sample. labels: (n,) condition per sample, or None.
-        sampler: "ddpm" (T network calls) or "ddim" (``steps`` calls, ``eta`` as in :func:`sample_ddim`).
-
-    Returns:
-        (n, C, H, W) float samples in [-1, 1] on the CPU.
-    """
-    if sampler not in SAMPLERS:
-        raise ValueError(f"unknown sampler {sampler!r}; choose one of {', '.join(SAMPLERS)}")
-    if labels is not None and len(labels) != n:
-        raise ValueError(f"sample_in_batches: {len(labels)} labels for n={n} samples; give one label per sample")
-    chunks = []
-    for start in progress_bar(range(0, n, batch_size), desc=f"sample ({batch_size} per batch)", disable=not progress):
-        b = min(batch_size, n - start)
-        y = None if labels is None else labels[start : start + b].to(device)
-        common = dict(y=y, guidance=guidance, generator=generator, device=device, progress=progress)
-        if sampler == "ddpm":
-            x = sample_ddpm(model, schedule, (b, *image_shape), **common)
-        else:
-            x = sample_ddim(model, schedule, (b, *image_shape), steps=steps, eta=eta, **common)
-        chunks.append(x.cpu())
-    return torch.cat(chunks)
 
 
 def respace(

@@ -1,0 +1,256 @@
+"""Fast solvers of the probability-flow ODE over any eps-model, and every sampler by name.
+
+Two second-order solvers whose first-order step is DDIM with eta = 0: DPM-Solver++(2M) (Lu et al. 2022)
+and Heun's method (Karras et al. 2022). Their ``steps`` counts model evaluations (a guided evaluation of a
+doubled batch counts once). :func:`sample_in_batches` draws many samples with any of the package's
+samplers, by name (``SAMPLERS``), as the command line's ``sample`` does.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import torch
+
+from ddpm_lessons.forward import predict_eps_from_x0, predict_x0_from_eps
+from ddpm_lessons.samplers import ddim_timesteps, draw_x_T, guided_eps, sample_ddim, sample_ddpm
+from ddpm_lessons.schedules import NoiseSchedule
+from ddpm_lessons.utils import TimeEstimate
+from ddpm_lessons.utils import progress as progress_bar
+
+# The probability-flow ODE (Song et al. 2021, Eq. 13) of the forward process, in two coordinates.
+# With alpha_t = sqrt(alpha_bar_t), sigma_t = sqrt(1 - alpha_bar_t), lambda_t = log(alpha_t / sigma_t) and the
+# data prediction x0_hat(x_t, t) of Eq. (15), it is linear in x_t but for x0_hat (Lu et al. 2022, Sec. 3):
+#     x_t' = sigma_t' / sigma_t x_t + sigma_t' int_{lambda_t}^{lambda_t'} e^lambda x0_hat d lambda,
+# and in x_hat = x_t / alpha_t, sigma_hat = sigma_t / alpha_t (Karras et al. 2022, the VP case of Table 1):
+#     d x_hat / d sigma_hat = eps_theta.
+# Holding x0_hat constant over a step is DDIM with eta = 0, and so is one Euler step in sigma_hat: all three
+# first-order steps are the same update (checked in tests/test_solvers.py).
+
+
+def _check_steps(T: int, steps: int, caller: str) -> None:
+    if isinstance(steps, bool) or not isinstance(steps, int) or not 1 <= steps <= T:
+        raise ValueError(
+            f"{caller}: steps={steps!r} counts model evaluations and must be an int in 1..T={T}; "
+            f"pass steps between 1 and {T} (20 is a good start)"
+        )
+
+
+def _denoise(model, schedule, x, t, y, guidance, clip_x0):
+    """One model evaluation at int t: (x0_hat, eps), with eps recomputed from x0_hat where it is clipped."""
+    t_batch = torch.full((x.shape[0],), int(t), dtype=torch.long, device=x.device)
+    eps = guided_eps(model, x, t_batch, y, guidance)  # one call, a doubled batch where guided
+    x0_hat = predict_x0_from_eps(schedule, x, t_batch, eps)  # Eq. (15) of Ho et al.
+    if clip_x0:
+        x0_hat = x0_hat.clamp(-1.0, 1.0)
+        eps = predict_eps_from_x0(schedule, x, t_batch, x0_hat)
+    return x0_hat, eps
+
+
+def _alpha_sigma(schedule: NoiseSchedule, t: int) -> tuple[float, float]:
+    """alpha_t = sqrt(alpha_bar_t) and sigma_t = sqrt(1 - alpha_bar_t); t = -1 is the end, alpha 1 and sigma 0."""
+    alpha_bar = schedule.alpha_bar[t].item() if t >= 0 else 1.0
+    return alpha_bar**0.5, (1.0 - alpha_bar) ** 0.5
+
+
+def dpmpp_2m_step(
+    schedule: NoiseSchedule,
+    xt: torch.Tensor,
+    x0_hat: torch.Tensor,
+    t: int,
+    t_prev: int,
+    x0_hat_last: torch.Tensor | None = None,
+    t_last: int | None = None,
+) -> torch.Tensor:
+    """One step of DPM-Solver++(2M) from step t to an earlier step t_prev, Alg. 2 of Lu et al. 2022.
+
+        x_{t'} = sigma_{t'} / sigma_t x_t - alpha_{t'} (e^{-h} - 1) D,    h = lambda_{t'} - lambda_t
+
+    with D = x0_hat for the first-order step (which is DDIM's step with eta = 0), or, given the previous
+    evaluation's x0_hat_last at t_last > t, the multistep estimate D = (1 + 1/(2r)) x0_hat - 1/(2r) x0_hat_last,
+    r = (lambda_t - lambda_{t_last}) / h. ``t_prev = -1`` is "after the last step" (alpha 1, sigma 0, h
+    infinite): the step is first order there and returns x0_hat. xt, x0_hat, x0_hat_last: (B, C, H, W);
+    x0_hat is the (possibly clipped) data prediction at (xt, t). Returns x_{t'} (B, C, H, W).
+    """
+    if not -1 <= t_prev < t:
+        raise ValueError(f"dpmpp_2m_step goes backwards: need -1 <= t_prev < t, got t={t}, t_prev={t_prev}")
+    if (x0_hat_last is None) != (t_last is None):
+        raise ValueError("dpmpp_2m_step: pass both x0_hat_last and t_last (second order) or neither (first order)")
+    if t_last is not None and not t < t_last < schedule.T:
+        raise ValueError(f"dpmpp_2m_step: the last evaluation comes before this one: need t < t_last < T, got "
+                         f"t={t}, t_last={t_last}")  # fmt: skip
+    if t_prev == -1:
+        return x0_hat  # lambda -> infinity: e^{-h} = 0, sigma_{t'} = 0, alpha_{t'} = 1
+    alpha_t, sigma_t = _alpha_sigma(schedule, t)
+    alpha_prev, sigma_prev = _alpha_sigma(schedule, t_prev)
+    h = math.log(alpha_prev / sigma_prev) - math.log(alpha_t / sigma_t)  # lambda_{t'} - lambda_t > 0
+    D = x0_hat
+    if x0_hat_last is not None:
+        alpha_last, sigma_last = _alpha_sigma(schedule, t_last)
+        r = (math.log(alpha_t / sigma_t) - math.log(alpha_last / sigma_last)) / h  # Alg. 2: r_i = h_{i-1} / h_i
+        D = (1 + 1 / (2 * r)) * x0_hat - 1 / (2 * r) * x0_hat_last  # Alg. 2: D_i
+    return sigma_prev / sigma_t * xt - alpha_prev * math.expm1(-h) * D  # Alg. 2: x_{t_i}
+
+
+@torch.no_grad()
+def sample_dpmpp_2m(
+    model: Callable[..., torch.Tensor],
+    schedule: NoiseSchedule,
+    shape: tuple[int, ...],
+    steps: int = 20,
+    y: torch.Tensor | None = None,
+    guidance: float = 0.0,
+    clip_x0: bool = True,
+    generator: torch.Generator | None = None,
+    device: torch.device | str = "cpu",
+    dtype: torch.dtype = torch.float32,
+    x_T: torch.Tensor | None = None,
+    return_trajectory: bool = False,
+    progress: bool = False,
+):
+    """DPM-Solver++(2M), Alg. 2 of Lu et al. 2022: a second-order multistep solver of the probability-flow ODE.
+
+        x_{t'} = sigma_{t'} / sigma_t x_t - alpha_{t'} (e^{-h} - 1) D   (see :func:`dpmpp_2m_step`)
+
+    It visits the timesteps of :func:`ddim_timesteps` (T, steps), one model evaluation each (a guided
+    evaluation is one call on a doubled batch), and reuses the previous evaluation's x0_hat for the second
+    order. The first step has no previous evaluation and the last one goes to alpha_bar = 1, so both are first
+    order, the DDIM step with eta = 0. Deterministic given x_T; ``generator`` draws x_T only. ``clip_x0``
+    clips each x0_hat to [-1, 1] (the "thresholding" the paper pairs with the data prediction).
+    Arguments and return value as :func:`sample_ddim`; the trajectory has steps + 1 entries.
+    """
+    _check_steps(schedule.T, steps, "sample_dpmpp_2m")
+    ts = ddim_timesteps(schedule.T, steps)
+    x = draw_x_T(shape, generator, device, dtype, x_T)
+    trajectory = [x.cpu()] if return_trajectory else None
+    clock = TimeEstimate("DPM-Solver++(2M) sampling", len(ts), unit="network call")
+    last = (None, None)  # (x0_hat, t) of the previous evaluation
+    for i, t in enumerate(progress_bar(ts, desc="DPM-Solver++(2M)", disable=not progress, transient=True)):
+        t_prev = ts[i + 1] if i + 1 < len(ts) else -1
+        x0_hat, _ = _denoise(model, schedule, x, t, y, guidance, clip_x0)
+        clock.tick()
+        x = dpmpp_2m_step(schedule, x, x0_hat, t, t_prev, *last)
+        last = (x0_hat, t)
+        if trajectory is not None:
+            trajectory.append(x.cpu())
+    return (x, trajectory) if return_trajectory else x
+
+
+def heun_timesteps(T: int, steps: int) -> tuple[list[int], int]:
+    """The grid of :func:`sample_heun` for ``steps`` model evaluations, and how many of its steps are Heun steps.
+
+    N steps of Karras et al.'s Alg. 1 over sigma_0 > ... > sigma_{N-1} > sigma_N = 0 cost 2N - 1 evaluations:
+    two per Heun step and one for the last step, which is Euler because sigma_N = 0. So ``steps`` = 2N - 1
+    evaluations visit N = (steps + 1) / 2 timesteps of :func:`ddim_timesteps`; an even ``steps`` visits
+    steps / 2 + 1 of them and makes the first step Euler too (at high noise the path is nearly straight).
+    Returns (the visited timesteps, largest first, then -1 for sigma = 0; the number of Heun steps).
+    """
+    _check_steps(T, steps, "heun_timesteps")
+    n = steps // 2 + 1
+    return ddim_timesteps(T, n) + [-1], (steps - 1) // 2
+
+
+@torch.no_grad()
+def sample_heun(
+    model: Callable[..., torch.Tensor],
+    schedule: NoiseSchedule,
+    shape: tuple[int, ...],
+    steps: int = 19,
+    y: torch.Tensor | None = None,
+    guidance: float = 0.0,
+    clip_x0: bool = True,
+    generator: torch.Generator | None = None,
+    device: torch.device | str = "cpu",
+    dtype: torch.dtype = torch.float32,
+    x_T: torch.Tensor | None = None,
+    return_trajectory: bool = False,
+    progress: bool = False,
+):
+    """Heun's second-order method on the probability-flow ODE, Alg. 1 of Karras et al. 2022 (S_churn = 0).
+
+        d x_hat / d sigma = eps_theta(x_t, t),   x_hat = x_t / sqrt(alpha_bar_t),
+        sigma = sqrt((1 - alpha_bar_t) / alpha_bar_t)
+
+    over the sigmas of the timesteps of :func:`heun_timesteps`, ending at sigma = 0 (alpha_bar = 1), with the
+    model evaluated at the timestep whose sigma is used. ``steps`` counts model evaluations: N steps of the
+    method cost 2N - 1 of them (the last step is Euler), so an odd ``steps`` is N = (steps + 1) / 2 steps, and
+    an even one adds an Euler first step. An Euler step is DDIM's step with eta = 0. ``clip_x0`` clips the
+    denoised D = x0_hat to [-1, 1] before d = (x_hat - D) / sigma. Deterministic given x_T; ``generator``
+    draws x_T only. Arguments and return value as :func:`sample_ddim`; the trajectory holds x_t (not x_hat)
+    at each visited timestep and the result: steps // 2 + 2 entries.
+    """
+    _check_steps(schedule.T, steps, "sample_heun")
+    ts, n_heun = heun_timesteps(schedule.T, steps)
+    euler_first = n_heun < len(ts) - 2  # an even number of evaluations
+    x = draw_x_T(shape, generator, device, dtype, x_T)
+    trajectory = [x.cpu()] if return_trajectory else None
+    clock = TimeEstimate("Heun sampling", steps, unit="network call")
+    alpha, sigma = _alpha_sigma(schedule, ts[0])
+    x_hat, sigma = x / alpha, sigma / alpha  # Karras Alg. 1, line 2 in x_hat = x / s(t), s = sqrt(alpha_bar)
+    for i in progress_bar(range(len(ts) - 1), desc="Heun", disable=not progress, transient=True):
+        t, t_next = ts[i], ts[i + 1]
+        alpha_next, sigma_next = _alpha_sigma(schedule, t_next)
+        sigma_next = sigma_next / alpha_next
+        _, d = _denoise(model, schedule, x_hat * alpha, t, y, guidance, clip_x0)  # line 4: d = (x_hat - D) / sigma
+        clock.tick()
+        x_next = x_hat + (sigma_next - sigma) * d  # line 5: Euler step
+        if t_next >= 0 and not (i == 0 and euler_first):  # line 6: sigma_next != 0
+            _, d_next = _denoise(model, schedule, x_next * alpha_next, t_next, y, guidance, clip_x0)  # line 7
+            clock.tick()
+            x_next = x_hat + (sigma_next - sigma) * (0.5 * d + 0.5 * d_next)  # line 8: the trapezoidal rule
+        x_hat, alpha, sigma = x_next, alpha_next, sigma_next
+        if trajectory is not None:
+            trajectory.append((x_hat * alpha).cpu())
+    return (x_hat, trajectory) if return_trajectory else x_hat  # alpha = 1 at sigma = 0: x_hat is x_0
+
+
+SAMPLERS = ("ddpm", "ddim", "dpmpp-2m", "heun")  # what sample_in_batches (and `sample --sampler`) accepts
+
+
+def sample_in_batches(
+    model: Callable[..., torch.Tensor],
+    schedule: NoiseSchedule,
+    n: int,
+    image_shape: tuple[int, int, int],
+    labels: torch.Tensor | None = None,
+    batch_size: int = 50,
+    sampler: str = "ddim",
+    steps: int = 50,
+    eta: float = 0.0,
+    guidance: float = 0.0,
+    generator: torch.Generator | None = None,
+    device: torch.device | str = "cpu",
+    progress: bool = False,
+) -> torch.Tensor:
+    """``n`` samples drawn ``batch_size`` at a time with one of ``SAMPLERS``, in order, from one generator
+    (the same seed gives the same n samples).
+
+    Args:
+        image_shape: (C, H, W) of one sample. labels: (n,) condition per sample, or None.
+        sampler: "ddpm" (T network calls), "ddim" (``steps`` calls, ``eta`` as in ``samplers.sample_ddim``),
+            "dpmpp-2m" or "heun" (``steps`` model evaluations; deterministic given x_T, ``eta`` unused).
+
+    Returns:
+        (n, C, H, W) float samples in [-1, 1] on the CPU.
+    """
+    if sampler not in SAMPLERS:
+        raise ValueError(f"unknown sampler {sampler!r}; choose one of {', '.join(SAMPLERS)}")
+    if labels is not None and len(labels) != n:
+        raise ValueError(f"sample_in_batches: {len(labels)} labels for n={n} samples; give one label per sample")
+    chunks = []
+    for start in progress_bar(range(0, n, batch_size), desc=f"sample ({batch_size} per batch)", disable=not progress):
+        b = min(batch_size, n - start)
+        y = None if labels is None else labels[start : start + b].to(device)
+        common = dict(y=y, guidance=guidance, generator=generator, device=device, progress=progress)
+        shape = (b, *image_shape)
+        if sampler == "ddpm":
+            x = sample_ddpm(model, schedule, shape, **common)
+        elif sampler == "ddim":
+            x = sample_ddim(model, schedule, shape, steps=steps, eta=eta, **common)
+        elif sampler == "dpmpp-2m":
+            x = sample_dpmpp_2m(model, schedule, shape, steps=steps, **common)
+        else:
+            x = sample_heun(model, schedule, shape, steps=steps, **common)
+        chunks.append(x.cpu())
+    return torch.cat(chunks)
