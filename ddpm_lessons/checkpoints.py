@@ -154,6 +154,21 @@ def export_model(path: Path, model: torch.nn.Module, record: dict) -> None:
     write_json(Path(path).with_suffix(".json"), record)
 
 
+def read_safetensors(path: Path, fix: str) -> tuple[dict, dict[str, torch.Tensor]]:
+    """(metadata, tensors) of a .safetensors file, or a ValueError that says it is unreadable and ``fix``."""
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+        return meta, load_file(str(path))
+    except Exception as err:  # safetensors raises its own error types for a truncated or foreign file
+        raise ValueError(
+            f"cannot read {path} ({type(err).__name__}); it is truncated or not a safetensors file. {fix}"
+        ) from err
+
+
 def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[UNet, NoiseSchedule, dict]:
     """Load an exported model (.safetensors) or a training checkpoint (.pt, its EMA weights).
 
@@ -165,18 +180,7 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[UN
     if path.suffix not in (".safetensors", ".pt"):
         raise ValueError(f"{path} is neither a .safetensors model nor a checkpoint.pt; pass one of those")
     if path.suffix == ".safetensors":
-        from safetensors import safe_open
-        from safetensors.torch import load_file
-
-        try:
-            with safe_open(str(path), framework="pt") as f:
-                meta = f.metadata() or {}
-            weights = load_file(str(path))
-        except Exception as err:
-            raise ValueError(
-                f"cannot read {path} ({type(err).__name__}); it is truncated or not a safetensors file. "
-                "Export it again, or point at another model"
-            ) from err
+        meta, weights = read_safetensors(path, "Export it again, or point at another model")
         if "record" not in meta:
             raise ValueError(f"{path} has no ddpm_lessons config record; it was not written by export_model")
         record = json.loads(meta["record"])
@@ -228,21 +232,10 @@ def save_autoencoder(path: str | Path, model: Autoencoder, record: dict) -> None
 
 def load_autoencoder(path: str | Path = PRETRAINED_AUTOENCODER) -> tuple[Autoencoder, dict]:
     """(autoencoder in eval mode, its record); by default the one lesson 08 ships."""
-    from safetensors import safe_open
-    from safetensors.torch import load_file
-
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"no autoencoder at {path}; train one with scripts/train_latent_text.py")
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            meta = f.metadata() or {}
-        weights = load_file(str(path))
-    except Exception as err:
-        raise ValueError(
-            f"cannot read {path} ({type(err).__name__}); it is truncated or not a safetensors file. "
-            "Train the autoencoder again with scripts/train_latent_text.py, or point at another file"
-        ) from err
+    meta, weights = read_safetensors(path, "Train it again with scripts/train_latent_text.py, or point at another file")
     record = json.loads(meta.get("record", "{}"))
     if "autoencoder" not in record:
         raise ValueError(f"{path} holds no autoencoder record; it was not written by save_autoencoder")
