@@ -189,12 +189,17 @@ def test_p_sample(capsys):
         checks.check_p_sample(lambda m, s, xt, t, g: _p_sample(m, s, xt, t, g, off=1 if t > 0 else 0))
 
 
-def _ddim_step(s, xt, eps, t, t_prev, *, python_index=False, ddpm_habit=False):
+def _ddim_step(
+    s, xt, eps, t, t_prev, eta, generator, *, python_index=False, ddpm_habit=False, sigma_in_coef=True, noise=True
+):
     ab = float(s.alpha_bar[t])
     prev = t - 1 if ddpm_habit else t_prev
     ab_prev = float(s.alpha_bar[prev]) if (prev >= 0 or python_index) else 1.0
     x0_pred = (xt - math.sqrt(1 - ab) * eps) / math.sqrt(ab)  # Eq. (15)
-    return math.sqrt(ab_prev) * x0_pred + math.sqrt(1 - ab_prev) * eps  # Song et al. Eq. (12), sigma = 0
+    sigma = eta * math.sqrt((1 - ab_prev) / (1 - ab) * (1 - ab / ab_prev))  # Song et al. Eq. (16)
+    coef = math.sqrt(max(1 - ab_prev - (sigma**2 if sigma_in_coef else 0.0), 0.0))
+    x = math.sqrt(ab_prev) * x0_pred + coef * eps  # Song et al. Eq. (12)
+    return x + sigma * torch.randn(xt.shape, generator=generator) if noise and sigma > 0 else x
 
 
 def test_ddim_step(capsys):
@@ -203,10 +208,24 @@ def test_ddim_step(capsys):
         checks.check_ddim_step(lambda *a: _ddim_step(*a, python_index=True))
     with pytest.raises(CheckFailed, match="not alpha_bar\\[t - 1\\]"):
         checks.check_ddim_step(lambda *a: _ddim_step(*a, ddpm_habit=True))
+    with pytest.raises(CheckFailed, match="fresh noise takes its share"):
+        checks.check_ddim_step(lambda *a: _ddim_step(*a, sigma_in_coef=False))
+    with pytest.raises(CheckFailed, match="adds fresh noise sigma_t z"):
+        checks.check_ddim_step(lambda *a: _ddim_step(*a, noise=False))
+    with pytest.raises(CheckFailed, match="eta=0.5"):  # eta ignored: the eta = 0.5 case is the first to differ
+        checks.check_ddim_step(
+            lambda s, xt, eps, t, tp, eta, g: _ddim_step(s, xt, eps, t, tp, 0.0 if eta < 1 else 1.0, g)
+        )
 
 
-def _guided(model, xt, t, y, w, *, uncond_label=NO_LABEL, convention="ho"):
-    cond, uncond = model(xt, t, y), model(xt, t, torch.full_like(y, uncond_label) if uncond_label is not None else y)
+def _guided(model, xt, t, y, w, *, uncond_label=NO_LABEL, convention="ho", two_calls=False, swap=False):
+    none = torch.full_like(y, uncond_label) if uncond_label is not None else y
+    if two_calls:
+        cond, uncond = model(xt, t, y), model(xt, t, none)
+    else:  # one call on a batch of 2B, as samplers.guided_eps
+        cond, uncond = model(torch.cat([xt, xt]), torch.cat([t, t]), torch.cat([y, none])).chunk(2)
+    if swap:
+        cond, uncond = uncond, cond
     if convention == "gamma":
         return w * cond + (1 - w) * uncond
     return (1 + w) * cond - w * uncond
@@ -218,6 +237,10 @@ def test_guided_eps(capsys):
         checks.check_guided_eps(lambda *a: _guided(*a, uncond_label=None))
     with pytest.raises(CheckFailed, match="other convention"):
         checks.check_guided_eps(lambda *a: _guided(*a, convention="gamma"))
+    with pytest.raises(CheckFailed, match="called 2 times; call it once, on a batch of 2B"):
+        checks.check_guided_eps(lambda *a: _guided(*a, two_calls=True))
+    with pytest.raises(CheckFailed, match="in the order you concatenated them"):
+        checks.check_guided_eps(lambda *a: _guided(*a, swap=True))
 
 
 def _merge(s, x0, mask, unknown, t, noise, *, level="prev", python_index=False, flip=False):

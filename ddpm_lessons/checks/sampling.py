@@ -166,46 +166,89 @@ def check_p_sample(fn: Callable[..., torch.Tensor]) -> None:
 
 
 # ---- lesson 05 ---------------------------------------------------------------------------------
+LAST_ENTRY = (
+    "t_prev = -1 means 'after the last step', where alpha_bar is 1; in Python alpha_bar[-1] is the LAST entry "
+    "(t = T-1). Use 1.0 when t_prev < 0."
+)
+
+
 def check_ddim_step(fn: Callable[..., torch.Tensor]) -> None:
-    """fn(schedule, xt, eps, t, t_prev) -> x_{t_prev}: the deterministic DDIM update (eta = 0)."""
+    """fn(schedule, xt, eps, t, t_prev, eta, generator) -> x_{t_prev}: the DDIM update of Song et al., Eq. (12),
+    with sigma_t(eta) of their Eq. (16) and z = torch.randn(xt.shape, generator=generator)."""
     s = NoiseSchedule.make("linear", 1000)
     g = torch.Generator().manual_seed(8)
     xt, eps = torch.randn(3, 1, 4, 4, generator=g), torch.randn(3, 1, 4, 4, generator=g)
-    for t, t_prev in ((999, 979), (500, 250), (20, -1)):
-        expected = ddim_step(s, xt, eps, t, t_prev, eta=0.0, clip_x0=False)
+    z = torch.randn(xt.shape, generator=torch.Generator().manual_seed(10))  # what a generator seeded 10 draws first
+
+    def step(ab, ab_prev, eta, *, x0_div=True, var_coefs=False, keep_sigma=True, noise="std", eta_on="sigma"):
+        x0_hat = (xt - (1 - ab) ** 0.5 * eps) / (ab**0.5 if x0_div else 1.0)
+        base = (1 - ab_prev) / (1 - ab) * (1 - ab / ab_prev)  # sigma^2 at eta = 1, Eq. (16) squared
+        sigma = eta * base**0.5 if eta_on == "sigma" else (eta * base) ** 0.5
+        rest = max(1 - ab_prev - (sigma**2 if keep_sigma else 0.0), 0.0)
+        if var_coefs:
+            x = ab_prev * x0_hat + rest * eps
+        else:
+            x = ab_prev**0.5 * x0_hat + rest**0.5 * eps
+        return x + {"std": sigma, "variance": sigma**2, "none": 0.0}[noise] * z
+
+    cases = ((999, 979, 0.0), (500, 250, 1.0), (300, 100, 0.5), (20, -1, 1.0))
+    for t, t_prev, eta in cases:
+        expected = ddim_step(s, xt, eps, t, t_prev, eta=eta, clip_x0=False, generator=torch.Generator().manual_seed(10))
         ab = float(s.alpha_bar[t])
-        alpha_bar_prev = float(s.alpha_bar[t_prev]) if t_prev >= 0 else 1.0
-        x0_hat = (xt - (1 - ab) ** 0.5 * eps) / ab**0.5
+        ab_prev = float(s.alpha_bar[t_prev]) if t_prev >= 0 else 1.0
         mistakes = {
-            "Variance where the standard deviation belongs: sqrt(alpha_bar_prev) x0_hat + sqrt(1 - alpha_bar_prev) "
-            "eps.": alpha_bar_prev * x0_hat + (1 - alpha_bar_prev) * eps,
-            "x0_hat is (x_t - sqrt(1 - alpha_bar_t) eps) / sqrt(alpha_bar_t): divide by sqrt(alpha_bar_t).": (
-                alpha_bar_prev**0.5 * (xt - (1 - ab) ** 0.5 * eps) + (1 - alpha_bar_prev) ** 0.5 * eps
+            "Variance where the standard deviation belongs: sqrt(alpha_bar_prev) x0_hat + sqrt(1 - alpha_bar_prev "
+            "- sigma^2) eps.": step(ab, ab_prev, eta, var_coefs=True),
+            "x0_hat is (x_t - sqrt(1 - alpha_bar_t) eps) / sqrt(alpha_bar_t): divide by sqrt(alpha_bar_t).": step(
+                ab, ab_prev, eta, x0_div=False
             ),
         }
+        if eta > 0 and t_prev >= 0:
+            mistakes["The eps coefficient is sqrt(1 - alpha_bar_prev - sigma^2): the fresh noise takes its share."] = (
+                step(ab, ab_prev, eta, keep_sigma=False)
+            )
+            mistakes["With eta > 0 the step adds fresh noise sigma_t z, z = torch.randn(xt.shape, generator=...)."] = (
+                step(ab, ab_prev, eta, noise="none")
+            )
+            mistakes["Variance where the standard deviation belongs: the noise is sigma_t z, not sigma_t^2 z."] = step(
+                ab, ab_prev, eta, noise="variance"
+            )
+        if 0 < eta < 1:
+            mistakes["eta multiplies sigma_t (Eq. 16), not sigma_t^2."] = step(ab, ab_prev, eta, eta_on="variance")
         if t_prev >= 0:
             ab_m1 = float(s.alpha_bar[t - 1])
-            mistakes["DDIM jumps from t to t_prev: use alpha_bar[t_prev], not alpha_bar[t - 1]."] = (
-                ab_m1**0.5 * x0_hat + (1 - ab_m1) ** 0.5 * eps
-            )
+            mistakes["DDIM jumps from t to t_prev: use alpha_bar[t_prev], not alpha_bar[t - 1]."] = step(ab, ab_m1, eta)
         else:
             last = float(s.alpha_bar[-1])
-            mistakes[
-                "t_prev = -1 means 'after the last step', where alpha_bar is 1; in Python alpha_bar[-1] is the "
-                "LAST entry (t = T-1). Use 1.0 when t_prev < 0."
-            ] = last**0.5 * x0_hat + (1 - last) ** 0.5 * eps
-        got = call("ddim step", fn, s, xt.clone(), eps.clone(), t, t_prev)
-        judge(f"ddim step (t={t} -> {t_prev})", got, expected, mistakes, "Song et al. Eq. (12) with sigma = 0.")
-    report_pass("ddim step: matches Eq. (12) of Song et al. for 999 -> 979, 500 -> 250 and 20 -> the end")
+            if 1 - ab / last >= 0 or eta == 0:
+                mistakes[LAST_ENTRY] = step(ab, last, eta)
+        try:
+            got = call("ddim step", fn, s, xt.clone(), eps.clone(), t, t_prev, eta, torch.Generator().manual_seed(10))
+        except (TypeError, ValueError) as error:  # sigma^2 < 0 from alpha_bar[-1]: math.sqrt fails, ** 0.5 is complex
+            if t_prev < 0 and ("complex" in str(error) or "math domain" in str(error)):
+                raise CheckFailed(f"ddim step (t={t} -> {t_prev}, eta={eta}): {LAST_ENTRY}") from None
+            raise
+        judge(
+            f"ddim step (t={t} -> {t_prev}, eta={eta})",
+            got,
+            expected,
+            mistakes,
+            "Song et al. Eq. (12) with sigma_t(eta) of Eq. (16).",
+        )
+    report_pass(
+        "ddim step: matches Eq. (12) of Song et al. with sigma_t(eta) of Eq. (16) for eta = 0, 0.5 and 1, "
+        "and at the end (t_prev = -1)"
+    )
 
 
 # ---- lesson 06 ---------------------------------------------------------------------------------
 def check_guided_eps(fn: Callable[..., torch.Tensor]) -> None:
-    """fn(model, xt, t, y, w) -> (1 + w) eps_theta(x_t, t, y) - w eps_theta(x_t, t, no label)."""
+    """fn(model, xt, t, y, w) -> (1 + w) eps_theta(x_t, t, y) - w eps_theta(x_t, t, no label), with ONE call of
+    the model on a batch of 2B (the conditional and the unconditional halves together)."""
     g = torch.Generator().manual_seed(9)
     xt, t, y = torch.randn(4, 1, 3, 3, generator=g), torch.tensor([999, 500, 10, 0]), torch.tensor([0, 3, 7, 9])
     cond, uncond = _toy_eps(xt, t, y), _toy_eps(xt, t, torch.full_like(y, NO_LABEL))
-    for w in (0.0, 1.5, 4.0):
+    for w in (1.5, 4.0, 0.0):  # w = 0 last: there several mistakes give the same value
         expected = guided_eps(_toy_eps, xt, t, y, w)
         mistakes = {
             "Both passes used the labels: the unconditional pass gives every image the 'no label' id NO_LABEL (-1).": (
@@ -213,13 +256,27 @@ def check_guided_eps(fn: Callable[..., torch.Tensor]) -> None:
             ),
             "That is the other convention, w eps_cond + (1 - w) eps_uncond; this course follows Ho & Salimans 2022: "
             "(1 + w) eps_cond - w eps_uncond.": w * cond + (1 - w) * uncond,
-            "The weights are on the wrong predictions: (1 + w) multiplies the conditional one.": (
-                (1 + w) * uncond - w * cond
-            ),
+            "The weights are on the wrong predictions: (1 + w) multiplies the conditional one. After .chunk(2), "
+            "the halves come back in the order you concatenated them.": ((1 + w) * uncond - w * cond),
             "Guidance pushes away from the unconditional prediction: eps_cond + w (eps_cond - eps_uncond).": (
                 (1 - w) * cond + w * uncond
             ),
         }
-        got = call("guided eps", fn, _toy_eps, xt.clone(), t.clone(), y.clone(), w)
+        calls: list[tuple[int, ...]] = []
+
+        def model(xt_in, t_in, y_in, _calls=calls):
+            _calls.append(tuple(xt_in.shape))
+            return _toy_eps(xt_in, t_in, y_in)
+
+        got = call("guided eps", fn, model, xt.clone(), t.clone(), y.clone(), w)
+        if len(calls) != 1:
+            raise CheckFailed(
+                f"guided eps (w={w}): the model was called {len(calls)} times; call it once, on a batch of 2B: "
+                "torch.cat the inputs of the two passes (x_t twice, t twice, the labels and then NO_LABEL), and "
+                "split its answer with .chunk(2)."
+            )
         judge(f"guided eps (w={w})", got, expected, mistakes, "eps = (1 + w) eps_cond - w eps_uncond.")
-    report_pass("guided eps: matches Ho & Salimans' (1 + w) eps_cond - w eps_uncond for w = 0, 1.5 and 4")
+    report_pass(
+        "guided eps: one network call on 2B images, and Ho & Salimans' (1 + w) eps_cond - w eps_uncond "
+        "for w = 0, 1.5 and 4"
+    )
