@@ -2,8 +2,9 @@
 mistake, print one PASS line.
 
 Beyond the value, a check catches answers that match numerically but break the next cell: the wrong dtype
-(float64 where the network is float32), the wrong device, a shape that only broadcast by luck, and an
-input changed in place.
+(float64 where the network is float32), a result on another device than its inputs, a shape that only
+broadcast by luck, and an input changed in place. The checks build their inputs on the CPU, so a tensor
+created without ``device=`` passes here and fails only where the inputs live on a GPU.
 """
 
 from __future__ import annotations
