@@ -29,28 +29,41 @@ class Finding:
         return f"{'ok     ' if self.ok else 'PROBLEM'}  {self.name}: {self.message}"
 
 
+def _scaling(x0: torch.Tensor) -> tuple[str, float, float]:
+    """Which of the usual scalings images are in: "uint8", "0..255" (floats), "[0, 1]", "[-1, 1]" or "other";
+    with their smallest and largest value."""
+    lo, hi = x0.float().min().item(), x0.float().max().item()
+    if not x0.is_floating_point():
+        return "uint8", lo, hi
+    if hi > 1.5:
+        return ("0..255" if lo >= 0 and hi <= 255 else "other"), lo, hi
+    if lo >= -0.01 and hi <= 1.01:
+        return "[0, 1]", lo, hi
+    return ("[-1, 1]" if lo >= -1.01 and hi <= 1.01 else "other"), lo, hi
+
+
 def check_data_scaling(x0: torch.Tensor) -> Finding:
     """Training data must be floats in [-1, 1] (lesson 00), using most of that range."""
     name = "data scaling"
-    if not x0.is_floating_point():
+    kind, lo, hi = _scaling(x0)
+    if kind == "uint8":
         return Finding(
             name, False, f"the data are {x0.dtype} pixels; convert them with data.from_uint8 (x -> 2 x / 255 - 1)."
         )
-    lo, hi = x0.min().item(), x0.max().item()
-    if hi > 1.5:
+    if kind == "0..255" or (kind == "other" and hi > 1.5):
         return Finding(
             name,
             False,
             f"values run from {lo:.3g} to {hi:.3g}, like 0..255 pixels; map them to [-1, 1] with x -> 2 x / 255 - 1.",
         )
-    if lo >= -0.01 and hi <= 1.01:
+    if kind == "[0, 1]":
         return Finding(
             name,
             False,
             f"values run from {lo:.3g} to {hi:.3g}, i.e. [0, 1]; the model expects [-1, 1] "
             "(x -> 2 x - 1), or its samples come out grey and washed out.",
         )
-    if lo < -1.01 or hi > 1.01:
+    if kind == "other":
         return Finding(
             name,
             False,
@@ -171,14 +184,10 @@ def check_training(model: Callable, schedule: NoiseSchedule, x0: torch.Tensor, t
 
 def in_unit_range(x0: torch.Tensor) -> torch.Tensor | None:
     """The images mapped to [-1, 1] when their scaling is one of the usual ones (uint8 or 0..255 pixels,
-    [0, 1], or already [-1, 1]); None when it is not recognised."""
+    [0, 1], or already [-1, 1]: see :func:`check_data_scaling`); None when it is not recognised."""
+    kind, _, _ = _scaling(x0)
     x = x0.float()
-    lo, hi = x.min().item(), x.max().item()
-    if not x0.is_floating_point() or hi > 1.5:
-        return 2 * x / 255 - 1 if lo >= 0 and hi <= 255 else None  # 0..255 pixels
-    if lo >= -0.01 and hi <= 1.01:
-        return 2 * x - 1  # [0, 1]
-    return x if lo >= -1.01 and hi <= 1.01 else None
+    return {"uint8": 2 * x / 255 - 1, "0..255": 2 * x / 255 - 1, "[0, 1]": 2 * x - 1, "[-1, 1]": x}.get(kind)
 
 
 def saturated_share(images: torch.Tensor) -> float:

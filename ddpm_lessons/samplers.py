@@ -188,7 +188,7 @@ def ddim_step(
 
     with x0_hat from Eq. (15) of Ho et al. and sigma from Song et al.'s Eq. (16) times eta. ``t_prev = -1``
     means "after the last step": alpha_bar there is 1, so the result is x0_hat itself. With eta = 0 this is the
-    first-order step of the probability-flow ODE (see :func:`dpmpp_2m_step`, :func:`sample_heun`).
+    first-order step of the probability-flow ODE (see ``solvers.dpmpp_2m_step`` and ``solvers.sample_heun``).
     xt, eps: (B, C, H, W); t, t_prev: ints with -1 <= t_prev < t. Returns x_{t'} (B, C, H, W), or with
     ``return_x0`` the pair (x_{t'}, x0_hat), the (clipped) estimate of x_0 the step moved towards.
     """

@@ -160,7 +160,7 @@ class TimeEstimate:
 
     def tick(self) -> None:
         self.done += 1
-        if self.said or len(self._marks) > self.probe:
+        if self.said:
             return
         self._marks.append(time.perf_counter())
         if self.done < min(self.probe, self.total):
@@ -197,7 +197,7 @@ class PlainProgress:
         self.iterable, self.desc, self.n, self.postfix = iterable, desc, initial, ""
         self.total = total if total is not None else (len(iterable) if hasattr(iterable, "__len__") else None)
         self.start_n, self.start_time, self.parts, self.stream = initial, time.perf_counter(), parts, sys.stderr
-        self.next_report = self._after(initial)
+        self.next_report, self.last_reported = self._after(initial), initial
 
     def _after(self, n: int) -> int:
         if not self.total:
@@ -228,10 +228,10 @@ class PlainProgress:
         if self.total and done and self.n < self.total:
             line += f", about {format_duration(elapsed / done * (self.total - self.n))} left"
         print(line + (f", {self.postfix}" if self.postfix else ""), file=self.stream, flush=True)
-        self._last_reported = self.n
+        self.last_reported = self.n
 
     def close(self) -> None:
-        if self.n != getattr(self, "_last_reported", self.start_n):
+        if self.n != self.last_reported:
             self._report()
 
     def __enter__(self) -> PlainProgress:
