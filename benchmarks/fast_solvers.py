@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import json
 import platform
+import sys
 import time
 
 import torch
@@ -31,25 +33,47 @@ def main() -> None:
     p.add_argument("--n", type=int, default=2000)
     p.add_argument("--evals", type=int, nargs="+", default=[5, 10])
     p.add_argument("--samplers", nargs="+", default=["ddim", "dpmpp-2m", "heun"])
+    p.add_argument(
+        "--spacings",
+        nargs="+",
+        default=[None],
+        help="timestep spacings of dpmpp-2m and heun to compare (time, logsnr, karras); default: theirs",
+    )
     p.add_argument("--guidance", type=float, default=0.2)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", help="also write the rows, the machine and the command to this JSON file")
     args = p.parse_args()
     model, schedule, record = load_pretrained()
     labels = torch.arange(args.n) % 10
     print(f"machine: {platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}; "
           f"{datetime.date.today()}; model step {record['step']}; n = {args.n}, w = {args.guidance}")  # fmt: skip
-    print("sampler   evals  accuracy  FD     floor (sd)     FD/floor  seconds  s per 1,000")
-    for sampler in args.samplers:
+    print("sampler   spacing  evals  accuracy  FD     floor (sd)     FD/floor  seconds  s per 1,000")
+    rows = [(sampler, spacing) for sampler in args.samplers
+            for spacing in (args.spacings if sampler in ("dpmpp-2m", "heun") else [None])]  # fmt: skip
+    table = []
+    for sampler, spacing in rows:
         for evals in args.evals:
             start = time.perf_counter()
             x = sample_in_batches(model, schedule, args.n, (1, 28, 28), labels=labels, batch_size=100,
-                                  sampler=sampler, steps=evals, guidance=args.guidance,
+                                  sampler=sampler, steps=evals, guidance=args.guidance, spacing=spacing,
                                   generator=torch.Generator().manual_seed(args.seed))  # fmt: skip
             seconds = time.perf_counter() - start
             r = evaluate_samples(x, labels)
             floor = f"{r['frechet_distance_real_vs_real']:5.2f} ({r['frechet_distance_real_vs_real_sd']:.2f})"
-            print(f"{sampler:9s} {evals:5d}  {r['conditional_accuracy']:7.1%}  {r['frechet_distance']:5.2f}  {floor}  "
+            print(f"{sampler:9s} {spacing or 'default':8s} {evals:5d}  {r['conditional_accuracy']:7.1%}  "
+                  f"{r['frechet_distance']:5.2f}  {floor}  "
                   f"{r['frechet_ratio']:7.2f}x  {seconds:7.1f}  {1000 * seconds / args.n:10.1f}")  # fmt: skip
+            kept = ("conditional_accuracy", "frechet_distance", "frechet_distance_real_vs_real",
+                    "frechet_distance_real_vs_real_sd", "frechet_ratio")  # fmt: skip
+            table.append({"sampler": sampler, "spacing": spacing, "evals": evals,
+                          "seconds_per_100": 100 * seconds / args.n, **{k: r[k] for k in kept}})  # fmt: skip
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"command": "python benchmarks/fast_solvers.py " + " ".join(sys.argv[1:]),
+                       "date": str(datetime.date.today()), "threads": torch.get_num_threads(),
+                       "model_step": record["step"], "n": args.n, "guidance": args.guidance, "rows": table},
+                      f, indent=1)  # fmt: skip
+            f.write("\n")
 
 
 if __name__ == "__main__":

@@ -68,8 +68,12 @@ def cmd_train(args) -> int:
         num_classes=10 if args.conditional else None,
         cond_channels=channels if args.super_resolution else 0,
     )
+    if args.steps is None:  # a budget alone runs for its minutes; neither: TrainConfig's step count
+        args.steps = 10**9 if args.minutes else TrainConfig.steps
     train_config = TrainConfig(
         steps=args.steps,
+        minutes=args.minutes or 0.0,
+        objective=args.objective,
         batch_size=args.batch_size,
         grad_accum=args.grad_accum,
         lr=args.lr,
@@ -96,8 +100,9 @@ def cmd_train(args) -> int:
         progress=not args.no_progress,
         **_super_resolution(args.super_resolution, size),
     )
-    if trainer.step >= args.steps:
-        print(f"{args.out} is already at step {trainer.step} >= --steps {args.steps}; raise --steps to train more")
+    if trainer._done():
+        print(f"{args.out} is already at step {trainer.step} after {trainer.seconds / 60:.1f} min (--steps "
+              f"{args.steps}, --minutes {args.minutes or 0:g}); raise them to train more")  # fmt: skip
         return 0
     try:
         trainer.train()
@@ -106,7 +111,11 @@ def cmd_train(args) -> int:
         return 2
     if trainer.interrupted:
         return 128 + int(getattr(signal, trainer.interrupted))
-    print(f"done: step {trainer.step}, model in {Path(args.out) / 'model.safetensors'}")
+    log = trainer.read_log()
+    speed = sorted(line["images_per_s"] for line in log)[len(log) // 2] if log else float("nan")
+    loss = f", loss {log[-1]['loss']:.4f} (its last log line)" if log else ""
+    print(f"done: step {trainer.step} in {trainer.seconds / 60:.1f} min ({speed:.0f} images/s median){loss}, "
+          f"objective {train_config.objective}; model in {Path(args.out) / 'model.safetensors'}")  # fmt: skip
     return 0
 
 
@@ -127,7 +136,8 @@ def _labels_for(spec: str | None, n: int, num_classes: int | None) -> torch.Tens
 def cmd_sample(args) -> int:
     from ddpm_lessons.checkpoints import load_model
     from ddpm_lessons.data import to_uint8
-    from ddpm_lessons.solvers import sample_in_batches
+    from ddpm_lessons.objectives import objective_of
+    from ddpm_lessons.solvers import SAMPLERS_FOR, check_sampler, sample_in_batches
     from ddpm_lessons.utils import get_device
 
     out = Path(args.out)
@@ -135,6 +145,10 @@ def cmd_sample(args) -> int:
         raise UsageError(f"--out must end in .npz, got {out}")
     device = get_device(args.device)
     model, schedule, record = load_model(args.checkpoint, device=device)
+    objective = objective_of(record)
+    if args.sampler is None:
+        args.sampler = SAMPLERS_FOR[objective][1 if objective != "flow" else 0]  # ddim, or flow's euler
+    check_sampler(args.sampler, objective)  # before any work: a sampler that does not fit names the ones that do
     cfg = model.config
     if cfg.cond_channels:
         raise UsageError(
@@ -157,6 +171,7 @@ def cmd_sample(args) -> int:
         generator=torch.Generator().manual_seed(args.seed),
         device=device,
         progress=not args.no_progress,
+        objective=objective,
     )
     images = to_uint8(x)
     if cfg.in_channels == 1:
@@ -293,6 +308,7 @@ def fraction(text: str) -> float:
 def build_parser() -> argparse.ArgumentParser:
     """The parser. Defaults and choices come from the package (TrainConfig, UNetConfig, ScheduleConfig,
     the schedule kinds), so the command line and Python agree."""
+    from ddpm_lessons.objectives import OBJECTIVES
     from ddpm_lessons.schedules import SCHEDULE_KINDS, ScheduleConfig
     from ddpm_lessons.solvers import SAMPLERS
     from ddpm_lessons.training import LR_DECAYS, TrainConfig
@@ -318,12 +334,34 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="LOW",
         help="an SR3 model: condition on the image downsampled to LOW x LOW and upsampled (e.g. 7 for 28x28)",
     )
-    t.add_argument("--steps", type=positive_int, default=train_defaults.steps)
+    t.add_argument(
+        "--steps",
+        type=positive_int,
+        default=None,
+        help=f"optimiser steps (default {train_defaults.steps}; with --minutes alone, until the budget)",
+    )
+    t.add_argument(
+        "--minutes",
+        type=positive_float,
+        default=None,
+        help="a wall-clock budget: train this many minutes (over every --resume); --lr-decay follows it",
+    )
+    t.add_argument(
+        "--objective",
+        choices=OBJECTIVES,
+        default=train_defaults.objective,
+        help="what the network predicts: eps (Ho et al.), x0, v, or flow (flow matching's velocity)",
+    )
     t.add_argument("--batch-size", type=positive_int, default=train_defaults.batch_size)
     t.add_argument("--grad-accum", type=positive_int, default=train_defaults.grad_accum)
     t.add_argument("--lr", type=positive_float, default=train_defaults.lr)
     t.add_argument("--warmup", type=nonnegative_int, default=train_defaults.warmup_steps)
-    t.add_argument("--lr-decay", choices=LR_DECAYS, default=train_defaults.lr_decay, help="cosine: to 0 at --steps")
+    t.add_argument(
+        "--lr-decay",
+        choices=LR_DECAYS,
+        default=train_defaults.lr_decay,
+        help="cosine: to 0 at --steps, or at --minutes",
+    )
     t.add_argument("--ema-decay", type=fraction, default=train_defaults.ema_decay)
     t.add_argument("--label-dropout", type=fraction, default=train_defaults.label_dropout)
     t.add_argument("--base-channels", type=positive_int, default=net_defaults.base_channels)
@@ -353,8 +391,13 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--checkpoint", required=True, type=Path, help=".safetensors or checkpoint.pt")
     s.add_argument("--n", type=positive_int, default=100)
     s.add_argument("--labels", default=None, help="balanced (default for conditional models), none, or a digit")
-    s.add_argument("--sampler", choices=SAMPLERS, default="ddim")
-    s.add_argument("--steps", type=positive_int, default=50, help="model evaluations (ddim, dpmpp-2m, heun)")
+    s.add_argument(
+        "--sampler",
+        choices=SAMPLERS,
+        default=None,
+        help="default: ddim, or euler for a flow model; the model's objective decides which fit",
+    )
+    s.add_argument("--steps", type=positive_int, default=50, help="model evaluations (all but ddpm)")
     s.add_argument("--eta", type=nonnegative_float, default=0.0)
     s.add_argument("--guidance", type=nonnegative_float, default=0.0)
     s.add_argument("--seed", type=nonnegative_int, default=0)

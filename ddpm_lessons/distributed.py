@@ -45,6 +45,14 @@ class World:
         dist.all_reduce(t)
         return t.item() / self.size
 
+    def max(self, value: float) -> float:
+        """The largest value of a number over all ranks (every rank gets it)."""
+        if self.size == 1:
+            return value
+        t = torch.tensor([value], dtype=torch.float64, device=self.device)
+        dist.all_reduce(t, op=dist.ReduceOp.MAX)
+        return t.item()
+
     def any(self, flag: bool) -> bool:
         """True on every rank when it is true on one (e.g. a signal that reached only some processes)."""
         if self.size == 1:

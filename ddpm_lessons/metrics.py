@@ -236,6 +236,25 @@ def frechet_with_floor(
     }
 
 
+def floor_indices(y_train: torch.Tensor, n: int, labels=None, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Which n training digits one draw of the real-vs-real floor uses: with the samples' labels, as many of
+    each digit as the samples hold (the floor then has the samples' class mix, and its distance measures only
+    what varies within the classes); without labels, n at random. Returns (n,) indices into the training set."""
+    if labels is None:
+        return torch.randperm(len(y_train), generator=generator)[:n]
+    counts = torch.as_tensor(labels).long().bincount(minlength=int(y_train.max()) + 1)
+    chosen = []
+    for digit, count in enumerate(counts.tolist()):
+        if count == 0:
+            continue
+        pool = (y_train == digit).nonzero().flatten()
+        if count > len(pool):
+            raise ValueError(f"{count} samples of digit {digit}, but the bundled training set holds {len(pool)} of "
+                             f"them to compare with; draw at most {len(pool)} per digit")  # fmt: skip
+        chosen.append(pool[torch.randperm(len(pool), generator=generator)[:count]])
+    return torch.cat(chosen)
+
+
 def evaluate_samples(
     images, labels=None, classifier: MNISTClassifier | None = None, seed: int = 0, floor_draws: int = 10
 ) -> dict[str, float | int]:
@@ -243,9 +262,10 @@ def evaluate_samples(
     given), the Frechet distance to the 2,000 held-out bundled digits, and the same distance and
     diversity for n real training digits (the real-vs-real baseline at the same count n).
 
-    One draw of n real digits is a noisy floor: at n = 2,000 the distance of ten draws ranges from 3.8
-    to 9.7 (standard deviation 1.6). So the floor is the mean over ``floor_draws`` draws (seeds
-    seed, seed + 1, ...), reported with their standard deviation; the ratio divides by the mean.
+    With labels, each draw holds as many real digits of each class as the samples do (:func:`floor_indices`):
+    a floor drawn at random would mix the classes differently from samples with exactly n/10 per digit, which
+    alone moves the distance. One draw is still a noisy floor, so the floor is the mean over ``floor_draws``
+    draws (seeds seed, seed + 1, ...), reported with their standard deviation; the ratio divides by the mean.
     """
     if floor_draws < 1:
         raise ValueError(f"floor_draws must be at least 1, got {floor_draws}")
@@ -256,10 +276,7 @@ def evaluate_samples(
     if n > len(train_feats):
         raise ValueError(f"at most {len(train_feats)} samples can be compared with the bundled data, got {n}")
     preds, feats = classify(images, classifier)
-    draws = [
-        torch.randperm(len(train_feats), generator=torch.Generator().manual_seed(seed + k))[:n]
-        for k in range(floor_draws)
-    ]
+    draws = [floor_indices(y_train, n, labels, torch.Generator().manual_seed(seed + k)) for k in range(floor_draws)]
     distance = frechet_with_floor(feats, [(ref_feats, train_feats[idx]) for idx in draws])
     out: dict[str, float | int] = {"n": n, "reference": "bundled MNIST test split (2,000 digits)"}
     if labels is not None:

@@ -26,6 +26,18 @@ from ddpm_lessons.forward import predict_eps_from_x0, predict_x0_from_eps
 from ddpm_lessons.schedules import NoiseSchedule
 
 PREDICTIONS = ("eps", "x0", "v", "velocity")
+# What a network can be trained on (TrainConfig.objective, `train --objective`): eps, x0 or v on the schedule's
+# x_t, or "flow": the velocity on the straight path x_s = (1 - s) x0 + s eps over continuous s (see ``flow``).
+OBJECTIVES = ("eps", "x0", "v", "flow")
+
+
+def objective_of(record: dict) -> str:
+    """The objective a model's config record says it was trained with; "eps" for a record older than the field."""
+    objective = record.get("train", {}).get("objective", "eps")
+    if objective not in OBJECTIVES:
+        raise ValueError(f"the model's record names objective {objective!r}, which this version does not know "
+                         f"({', '.join(OBJECTIVES)}); update ddpm_lessons")  # fmt: skip
+    return objective
 
 
 def _check_kind(kind: str, caller: str) -> None:

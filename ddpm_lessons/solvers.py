@@ -13,7 +13,9 @@ from collections.abc import Callable
 
 import torch
 
+from ddpm_lessons.flow import sample_flow
 from ddpm_lessons.forward import predict_eps_from_x0, predict_x0_from_eps
+from ddpm_lessons.objectives import as_eps_model
 from ddpm_lessons.samplers import ddim_timesteps, draw_x_T, guided_eps, sample_ddim, sample_ddpm
 from ddpm_lessons.schedules import NoiseSchedule
 from ddpm_lessons.utils import TimeEstimate
@@ -46,6 +48,44 @@ def _denoise(model, schedule, x, t, y, guidance, clip_x0):
         x0_hat = x0_hat.clamp(-1.0, 1.0)
         eps = predict_eps_from_x0(schedule, x, t_batch, x0_hat)
     return x0_hat, eps
+
+
+SPACINGS = ("time", "logsnr", "karras")  # how a solver spreads its model evaluations over the timesteps
+
+
+def solver_timesteps(schedule: NoiseSchedule, steps: int, spacing: str = "logsnr") -> list[int]:
+    """The ``steps`` timesteps a solver evaluates the model at, largest first; the step after the last one goes
+    to alpha_bar = 1 (t = -1) with that evaluation's x0_hat.
+
+    - ``"time"``: evenly spaced in t, with T-1 and 0 (DDIM's :func:`~ddpm_lessons.samplers.ddim_timesteps`).
+    - ``"logsnr"``: evenly spaced in the half log-SNR lambda_t = log(alpha_t / sigma_t), the variable in which
+      DPM-Solver's steps have their order (Lu et al. 2022, Sec. 3.3 and 5: "uniform logSNR"): steps + 1 points
+      from lambda_{T-1} to lambda_0, of which the first ``steps`` are evaluated.
+    - ``"karras"``: sigma_hat = sigma_t / alpha_t spaced as sigma_i^(1/rho) evenly with rho = 7 (Karras et al.
+      2022, Eq. 5), again steps + 1 points from sigma_hat_{T-1} to sigma_hat_0 and the first ``steps`` used.
+
+    Each point is rounded to the timestep whose lambda is nearest; should two round to one, the earlier (noisier)
+    one moves up by one, so the list is strictly decreasing.
+    """
+    if spacing not in SPACINGS:
+        raise ValueError(f"unknown spacing {spacing!r}; choose one of {', '.join(SPACINGS)}")
+    T = schedule.T
+    _check_steps(T, steps, "solver_timesteps")
+    if spacing == "time":
+        return ddim_timesteps(T, steps)
+    lam = 0.5 * (schedule.alpha_bar.log() - (1 - schedule.alpha_bar).log())  # lambda_t, increasing as t falls
+    if spacing == "logsnr":
+        targets = torch.linspace(lam[-1].item(), lam[0].item(), steps + 1, dtype=torch.float64)[:-1]
+    else:
+        rho, s_max, s_min = 7.0, (-lam[-1]).exp().item(), (-lam[0]).exp().item()  # sigma_hat = e^{-lambda}
+        ramp = torch.linspace(0, 1, steps + 1, dtype=torch.float64)[:-1]
+        targets = -((s_max ** (1 / rho) + ramp * (s_min ** (1 / rho) - s_max ** (1 / rho))) ** rho).log()
+    ts = (lam[None, :] - targets[:, None]).abs().argmin(dim=1).tolist()  # nearest timestep in lambda
+    for i in range(len(ts) - 2, -1, -1):  # two on one timestep (at the low-noise end, where lambda moves fast
+        ts[i] = max(ts[i], ts[i + 1] + 1)  # per step): the earlier, noisier one moves up, where t is fine-grained
+    if ts[0] > T - 1:  # as many points as timesteps, or nearly: there is no room to move up
+        return ddim_timesteps(T, steps)
+    return ts
 
 
 def _alpha_sigma(schedule: NoiseSchedule, t: int) -> tuple[float, float]:
@@ -108,12 +148,14 @@ def sample_dpmpp_2m(
     x_T: torch.Tensor | None = None,
     return_trajectory: bool = False,
     progress: bool = False,
+    spacing: str = "logsnr",
 ):
     """DPM-Solver++(2M), Alg. 2 of Lu et al. 2022: a second-order multistep solver of the probability-flow ODE.
 
         x_{t'} = sigma_{t'} / sigma_t x_t - alpha_{t'} (e^{-h} - 1) D   (see :func:`dpmpp_2m_step`)
 
-    It visits the timesteps of :func:`ddim_timesteps` (T, steps), one model evaluation each (a guided
+    It visits the timesteps of :func:`solver_timesteps` (``spacing``: even in log-SNR by default, where the
+    method has its second order), one model evaluation each (a guided
     evaluation is one call on a doubled batch), and reuses the previous evaluation's x0_hat for the second
     order. The first step has no previous evaluation and the last one goes to alpha_bar = 1, so both are first
     order, the DDIM step with eta = 0. Deterministic given x_T; ``generator`` draws x_T only. ``clip_x0``
@@ -121,7 +163,7 @@ def sample_dpmpp_2m(
     Arguments and return value as :func:`sample_ddim`; the trajectory has steps + 1 entries.
     """
     _check_steps(schedule.T, steps, "sample_dpmpp_2m")
-    ts = ddim_timesteps(schedule.T, steps)
+    ts = solver_timesteps(schedule, steps, spacing)
     x = draw_x_T(shape, generator, device, dtype, x_T)
     trajectory = [x.cpu()] if return_trajectory else None
     clock = TimeEstimate("DPM-Solver++(2M) sampling", len(ts), unit="network call")
@@ -137,18 +179,19 @@ def sample_dpmpp_2m(
     return (x, trajectory) if return_trajectory else x
 
 
-def heun_timesteps(T: int, steps: int) -> tuple[list[int], int]:
+def heun_timesteps(schedule: NoiseSchedule, steps: int, spacing: str = "karras") -> tuple[list[int], int]:
     """The grid of :func:`sample_heun` for ``steps`` model evaluations, and how many of its steps are Heun steps.
 
     N steps of Karras et al.'s Alg. 1 over sigma_0 > ... > sigma_{N-1} > sigma_N = 0 cost 2N - 1 evaluations:
     two per Heun step and one for the last step, which is Euler because sigma_N = 0. So ``steps`` = 2N - 1
-    evaluations visit N = (steps + 1) / 2 timesteps of :func:`ddim_timesteps`; an even ``steps`` visits
+    evaluations visit N = (steps + 1) / 2 timesteps of :func:`solver_timesteps` (Karras et al.'s rho = 7 spacing
+    by default); an even ``steps`` visits
     steps / 2 + 1 of them and makes the first step Euler too (at high noise the path is nearly straight).
     Returns (the visited timesteps, largest first, then -1 for sigma = 0; the number of Heun steps).
     """
-    _check_steps(T, steps, "heun_timesteps")
+    _check_steps(schedule.T, steps, "heun_timesteps")
     n = steps // 2 + 1
-    return ddim_timesteps(T, n) + [-1], (steps - 1) // 2
+    return solver_timesteps(schedule, n, spacing) + [-1], (steps - 1) // 2
 
 
 @torch.no_grad()
@@ -166,6 +209,7 @@ def sample_heun(
     x_T: torch.Tensor | None = None,
     return_trajectory: bool = False,
     progress: bool = False,
+    spacing: str = "karras",
 ):
     """Heun's second-order method on the probability-flow ODE, Alg. 1 of Karras et al. 2022 (S_churn = 0).
 
@@ -181,7 +225,7 @@ def sample_heun(
     at each visited timestep and the result: steps // 2 + 2 entries.
     """
     _check_steps(schedule.T, steps, "sample_heun")
-    ts, n_heun = heun_timesteps(schedule.T, steps)
+    ts, n_heun = heun_timesteps(schedule, steps, spacing)
     euler_first = n_heun < len(ts) - 2  # an even number of evaluations
     x = draw_x_T(shape, generator, device, dtype, x_T)
     trajectory = [x.cpu()] if return_trajectory else None
@@ -205,7 +249,22 @@ def sample_heun(
     return (x_hat, trajectory) if return_trajectory else x_hat  # alpha = 1 at sigma = 0: x_hat is x_0
 
 
-SAMPLERS = ("ddpm", "ddim", "dpmpp-2m", "heun")  # what sample_in_batches (and `sample --sampler`) accepts
+SAMPLERS = ("ddpm", "ddim", "dpmpp-2m", "heun", "euler")  # what sample_in_batches (and `sample --sampler`) accepts
+# Which samplers fit a model trained with each objective. An eps, x0 or v network is turned into an eps-model
+# (objectives.as_eps_model) and solves the schedule's reverse process; a flow network's ODE runs over s in [0, 1]
+# (flow.sample_flow), where "heun" is Heun's method on that ODE.
+SAMPLERS_FOR = {"eps": SAMPLERS[:4], "x0": SAMPLERS[:4], "v": SAMPLERS[:4], "flow": ("euler", "heun")}
+
+
+def check_sampler(sampler: str, objective: str) -> None:
+    """Refuse a sampler that does not fit a model's objective, naming the ones that do."""
+    if objective not in SAMPLERS_FOR:
+        raise ValueError(f"unknown objective {objective!r}; choose one of {', '.join(SAMPLERS_FOR)}")
+    if sampler not in SAMPLERS:
+        raise ValueError(f"unknown sampler {sampler!r}; choose one of {', '.join(SAMPLERS)}")
+    if sampler not in SAMPLERS_FOR[objective]:
+        raise ValueError(f"sampler {sampler!r} does not fit a model trained with objective {objective!r}; "
+                         f"use one of {', '.join(SAMPLERS_FOR[objective])}")  # fmt: skip
 
 
 def sample_in_batches(
@@ -222,20 +281,30 @@ def sample_in_batches(
     generator: torch.Generator | None = None,
     device: torch.device | str = "cpu",
     progress: bool = False,
+    objective: str = "eps",
+    spacing: str | None = None,
 ) -> torch.Tensor:
     """``n`` samples drawn ``batch_size`` at a time with one of ``SAMPLERS``, in order, from one generator
-    (the same seed gives the same n samples).
+    (the same seed gives the same n samples), from a network trained with ``objective`` (its record says
+    which: ``objectives.objective_of``); a sampler that does not fit it is refused (``SAMPLERS_FOR``).
 
     Args:
         image_shape: (C, H, W) of one sample. labels: (n,) condition per sample, or None.
         sampler: "ddpm" (T network calls), "ddim" (``steps`` calls, ``eta`` as in ``samplers.sample_ddim``),
-            "dpmpp-2m" or "heun" (``steps`` model evaluations; deterministic given x_T, ``eta`` unused).
+            "dpmpp-2m" or "heun" (``steps`` model evaluations; deterministic given x_T, ``eta`` unused); for a
+            flow model "euler" or "heun" over the flow time (``steps`` model evaluations).
+        spacing: the timestep spacing of "dpmpp-2m" and "heun" (``SPACINGS``; None: each solver's default).
 
     Returns:
         (n, C, H, W) float samples in [-1, 1] on the CPU.
     """
-    if sampler not in SAMPLERS:
-        raise ValueError(f"unknown sampler {sampler!r}; choose one of {', '.join(SAMPLERS)}")
+    check_sampler(sampler, objective)
+    if spacing is not None and sampler not in ("dpmpp-2m", "heun"):
+        raise ValueError(f"spacing={spacing!r} applies to the dpmpp-2m and heun samplers of an eps, x0 or v model "
+                         f"only; drop it for {sampler!r}")  # fmt: skip
+    grid = {} if spacing is None else {"spacing": spacing}
+    if objective in ("x0", "v"):
+        model = as_eps_model(model, schedule, objective)
     if labels is not None and len(labels) != n:
         raise ValueError(f"sample_in_batches: {len(labels)} labels for n={n} samples; give one label per sample")
     chunks = []
@@ -244,13 +313,15 @@ def sample_in_batches(
         y = None if labels is None else labels[start : start + b].to(device)
         common = dict(y=y, guidance=guidance, generator=generator, device=device, progress=progress)
         shape = (b, *image_shape)
-        if sampler == "ddpm":
+        if objective == "flow":
+            x = sample_flow(model, shape, steps=steps, method=sampler, **common).clamp(-1.0, 1.0)  # unclipped ODE
+        elif sampler == "ddpm":
             x = sample_ddpm(model, schedule, shape, **common)
         elif sampler == "ddim":
             x = sample_ddim(model, schedule, shape, steps=steps, eta=eta, **common)
         elif sampler == "dpmpp-2m":
-            x = sample_dpmpp_2m(model, schedule, shape, steps=steps, **common)
+            x = sample_dpmpp_2m(model, schedule, shape, steps=steps, **common, **grid)
         else:
-            x = sample_heun(model, schedule, shape, steps=steps, **common)
+            x = sample_heun(model, schedule, shape, steps=steps, **common, **grid)
         chunks.append(x.cpu())
     return torch.cat(chunks)

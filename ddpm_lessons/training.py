@@ -27,7 +27,9 @@ from ddpm_lessons.checkpoints import (
 )
 from ddpm_lessons.distributed import init_from_env
 from ddpm_lessons.eps_model import NO_LABEL
+from ddpm_lessons.flow import flow_matching_loss, sample_flow
 from ddpm_lessons.forward import check_x0, q_sample
+from ddpm_lessons.objectives import OBJECTIVES, as_eps_model, prediction_target
 from ddpm_lessons.runs import RunLog, StopOnSignal, capture_state, restore_state
 from ddpm_lessons.samplers import sample_ddim
 from ddpm_lessons.superres import conditioned
@@ -42,6 +44,8 @@ class TrainConfig:
     """How to train. Ho et al. 2020 used lr 2e-4, batch 128, warm-up 5000, clip 1.0, EMA 0.9999."""
 
     steps: int = 10_000  # optimiser steps in total (a resumed run continues up to this)
+    minutes: float = 0.0  # a wall-clock budget: stop after this many minutes of training (0: none; see train())
+    objective: str = "eps"  # what the network predicts: eps, x0 or v on the schedule's x_t, or "flow" (see flow)
     batch_size: int = 128  # images per micro-batch
     grad_accum: int = 1  # micro-batches per optimiser step
     lr: float = 2e-4  # peak learning rate of AdamW
@@ -65,7 +69,8 @@ def learning_rate(config: TrainConfig, step: int, progress: float | None = None)
     """The learning rate of optimiser step ``step``: the linear warm-up times, with lr_decay "cosine",
     (1 + cos(pi * progress)) / 2 (Loshchilov & Hutter 2017, without restarts), where progress is the
     share of the run done: step / steps unless given (a wall-clock budget passes its share of time).
-    The decay depends on ``steps``: resuming with more steps than planned raises the rate again.
+    The decay depends on ``steps``: resuming with more steps than planned raises the rate again. With a
+    wall-clock budget (``minutes``) the trainer passes the share of the minutes spent.
     """
     warm = min(1.0, (step + 1) / max(1, config.warmup_steps))
     if config.lr_decay == "none":
@@ -123,6 +128,10 @@ class Trainer:
             )
         if train_config.lr_decay not in LR_DECAYS:
             raise ValueError(f"lr_decay must be one of {LR_DECAYS}, got {train_config.lr_decay!r}")
+        if train_config.objective not in OBJECTIVES:
+            raise ValueError(f"objective must be one of {', '.join(OBJECTIVES)}, got {train_config.objective!r}")
+        if not train_config.minutes >= 0:
+            raise ValueError(f"minutes must be 0 (no budget) or a positive number, got {train_config.minutes!r}")
         self.schedule_config = schedule_config or ScheduleConfig()
         self.schedule = self.schedule_config.build()
         self.world = init_from_env()  # one process, or one of torchrun's N (see distributed.py)
@@ -152,6 +161,7 @@ class Trainer:
         if train_config.compile:
             self.eps_theta = torch.compile(self.eps_theta)
         self.step, self.last_checkpoint_step, self.interrupted = 0, None, None
+        self.seconds = 0.0  # wall-clock seconds spent in train() so far, over every resume (the budget's clock)
         self.log = RunLog(self.out_dir / "log.jsonl")
         if resume:
             self._resume()
@@ -190,7 +200,8 @@ class Trainer:
 
     def _record(self) -> dict:
         extra = {} if self.condition_record is None else {"condition": self.condition_record}
-        return config_record(self.model_config, self.schedule_config, self.step, train=asdict(self.config), **extra)
+        return config_record(self.model_config, self.schedule_config, self.step, train=asdict(self.config),
+                             train_seconds=round(self.seconds, 1), **extra)  # fmt: skip
 
     # ---- checkpoints --------------------------------------------------------------------------
     def _generators(self) -> dict[str, torch.Generator]:
@@ -215,6 +226,11 @@ class Trainer:
         path = self.out_dir / "checkpoint.pt"
         state, record = load_training_checkpoint(path, map_location=self.device)
         check_same_config(record, self.model_config, self.schedule_config, str(path))
+        saved = record.get("train", {}).get("objective", "eps")
+        if saved != self.config.objective:
+            raise ValueError(f"{path} was trained with objective {saved!r}, not {self.config.objective!r}; resume it "
+                             f"with --objective {saved}, or start a new run in another directory")  # fmt: skip
+        self.seconds = float(record.get("train_seconds", 0.0))
         self.step = self.last_checkpoint_step = restore_state(
             state, self.model, self.ema.model, self.optimizer, self.scaler, self._generators(), self.device
         )
@@ -233,17 +249,27 @@ class Trainer:
 
     def _loss(self, x0: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
         B, shard = self.config.batch_size, self.world.shard  # drawn for the global batch, sliced per process
-        t = shard(torch.randint(0, self.schedule.T, (B,), generator=self.noise_gen)).to(self.device)  # line 3
+        objective = self.config.objective
+        if objective == "flow":  # s ~ U[0, 1], continuous (Lipman et al. 2023, Eq. 23)
+            t = shard(torch.rand(B, generator=self.noise_gen)).to(self.device)
+        else:
+            t = shard(torch.randint(0, self.schedule.T, (B,), generator=self.noise_gen)).to(self.device)  # line 3
         eps = shard(torch.randn((B, *x0.shape[1:]), generator=self.noise_gen)).to(self.device)  # line 4
         if y is not None and self.config.label_dropout > 0:
             drop = shard(torch.rand(B, generator=self.noise_gen)).to(self.device) < self.config.label_dropout
             drop = drop.view(-1, *[1] * (y.ndim - 1))  # (B,) for labels, (B, 1) for a prompt's tokens
             y = torch.where(drop, torch.full_like(y, NO_LABEL), y)  # learn the unconditional model too
+        cond = None if self.condition is None else self.condition(x0)  # e.g. SR3: the upsampled low-res x0
+
+        def network(x: torch.Tensor, t_in: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+            with torch.autocast("cuda", dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
+                return self.eps_theta(x, t_in, labels, cond).float()
+
+        if objective == "flow":
+            return flow_matching_loss(network, x0, t, eps, y)  # || (eps - x0) - v_theta(x_s, s) ||^2
         xt = q_sample(self.schedule, x0, t, noise=eps)  # Eq. (4)
-        with torch.autocast("cuda", dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
-            cond = None if self.condition is None else self.condition(x0)  # e.g. SR3: the upsampled low-res x0
-            eps_theta = self.eps_theta(xt, t, y, cond)
-        return ((eps - eps_theta.float()) ** 2).mean()  # line 5: || eps - eps_theta ||^2 (Eq. 14)
+        target = prediction_target(self.schedule, x0, eps, t, objective)  # eps for Ho et al.; x0 or v
+        return ((target - network(xt, t, y)) ** 2).mean()  # line 5: || eps - eps_theta ||^2 (Eq. 14) for eps
 
     def lr_at(self, step: int, progress: float | None = None) -> float:
         """This run's :func:`learning_rate` at ``step``."""
@@ -292,49 +318,66 @@ class Trainer:
         shape = (n, cfg.in_channels, cfg.image_size, cfg.image_size)
         generator = torch.Generator().manual_seed(seed)
         model = self.ema.model
+        if self.config.objective != "flow":
+            model = as_eps_model(model, self.schedule, self.config.objective)
         if self.condition is not None:  # conditioned on the first n training images (e.g. their low-res copies)
             first = self.images[:n] if isinstance(self.images, torch.Tensor) else torch.stack(
                 [self.images[i] for i in range(n)])  # fmt: skip
             model = conditioned(model, self.condition(first.to(self.device)))
-        x = sample_ddim(
-            model,
-            self.schedule,
-            shape,
-            self.config.sample_steps,
-            y=y,
-            generator=generator,
-            device=self.device,
-        )
+        if self.config.objective == "flow":
+            x = sample_flow(model, shape, self.config.sample_steps, y=y, generator=generator, device=self.device)
+        else:
+            x = sample_ddim(model, self.schedule, shape, self.config.sample_steps, y=y, generator=generator,
+                            device=self.device)  # fmt: skip
         if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)
             nrow = cfg.num_classes or int(math.sqrt(n))
             torchvision.utils.save_image((x.float().cpu() + 1) / 2, path, nrow=nrow, padding=1)
         return x
 
+    def _budget_spent(self) -> float | None:
+        """The share of the wall-clock budget spent, 0 to 1, or None when the run has no budget (``minutes`` 0)."""
+        return min(1.0, self.seconds / (60.0 * self.config.minutes)) if self.config.minutes else None
+
+    def _done(self) -> bool:
+        spent = self._budget_spent()
+        return self.step >= self.config.steps or (spent is not None and spent >= 1.0)
+
     def train(self) -> Trainer:
-        """Run until ``config.steps``. SIGINT/SIGTERM stop it after the current step with a checkpoint."""
+        """Run until ``config.steps``, or until ``config.minutes`` of wall-clock time (over every resume) when it
+        is set, whichever comes first; the learning rate's cosine decay then follows the minutes. SIGINT/SIGTERM
+        stop it after the current step with a checkpoint."""
         cfg = self.config
         self.out_dir.mkdir(parents=True, exist_ok=True)
-        bar = progress(total=cfg.steps, initial=self.step, disable=not self.progress, desc="train")
+        budgeted = cfg.minutes > 0
+        total = None if budgeted and cfg.steps >= 10**8 else cfg.steps  # an open step count: the bar counts up
+        bar = progress(total=total, initial=self.step, disable=not self.progress, desc="train")
         window, t0, images_per_step = [], time.perf_counter(), cfg.batch_size * cfg.grad_accum
-        clock = TimeEstimate("training", cfg.steps - self.step, unit="step")  # one line, only for a long run
+        clock = TimeEstimate("training", 0 if budgeted else cfg.steps - self.step, unit="step")  # for a long run
         with StopOnSignal() as stop, bar:
-            while self.step < cfg.steps and not self.world.any(stop.name is not None):
-                window.append(self.train_step())
+            while not self._done() and not self.world.any(stop.name is not None):
+                started = time.perf_counter()
+                window.append(self.train_step(self._budget_spent()))
                 if self.world.is_main:
                     clock.tick()
                 speed = len(window) * images_per_step / (time.perf_counter() - t0)
                 bar.update(1)
                 bar.set_postfix(loss=f"{window[-1]:.4f}", img_s=f"{speed:.0f}")
-                if self.step % cfg.log_every == 0 or self.step == cfg.steps:
+                finished = self.step == cfg.steps
+                if self.step % cfg.log_every == 0 or finished:
                     if self.world.is_main:  # rank 0 alone writes files; every rank holds the same weights
                         self._log(sum(window) / len(window), speed)
                     window, t0 = [], time.perf_counter()
                 if cfg.sample_every and self.step % cfg.sample_every == 0 and self.world.is_main:
                     self.sample_grid(self.out_dir / "samples" / f"step_{self.step:06d}.png")
-                if self.step % cfg.checkpoint_every == 0 or self.step == cfg.steps:
+                # the budget's clock: every process adds the same (the slowest one's) time, so all stop together
+                self.seconds += self.world.max(time.perf_counter() - started)
+                if self.step % cfg.checkpoint_every == 0 or self._done():
+                    if window and self._done() and self.world.is_main:  # the last lines of a budgeted run
+                        self._log(sum(window) / len(window), speed)
+                        window = []
                     self._checkpoint_on_main()
-            if self.step < cfg.steps:  # stopped early: a signal reached this process or another one
+            if not self._done():  # stopped early: a signal reached this process or another one
                 self.interrupted = stop.name
                 if self.last_checkpoint_step != self.step:
                     self._checkpoint_on_main()
@@ -345,7 +388,12 @@ class Trainer:
 
     def _log(self, loss: float, images_per_s: float) -> None:
         self.log.append(
-            {"step": self.step, "loss": loss, "lr": self.lr_at(self.step - 1), "images_per_s": images_per_s}
+            {
+                "step": self.step,
+                "loss": loss,
+                "lr": self.lr_at(self.step - 1, self._budget_spent()),
+                "images_per_s": images_per_s,
+            }  # fmt: skip
         )
 
     def read_log(self) -> list[dict]:

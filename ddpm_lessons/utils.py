@@ -200,9 +200,7 @@ class PlainProgress:
         self.next_report, self.last_reported = self._after(initial), initial
 
     def _after(self, n: int) -> int:
-        if not self.total:
-            return n + 1
-        step = max(1, self.total // self.parts)
+        step = max(1, self.total // self.parts) if self.total else 100  # an open count: a line every 100
         return (n // step + 1) * step
 
     def __iter__(self):

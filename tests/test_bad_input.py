@@ -54,7 +54,10 @@ BAD_ARGUMENTS = [
     (["sample", "--checkpoint", "m.safetensors", "--guidance", "-2"], "argument --guidance: must be 0 or more, got -2"),
     (["sample", "--checkpoint", "m.safetensors", "--seed", "-1"], "argument --seed: must be 0 or more"),
     (["sample", "--checkpoint", "m.safetensors", "--batch-size", "0"], "argument --batch-size: must be at least 1"),
-    (["sample", "--checkpoint", "m.safetensors", "--sampler", "euler"], "argument --sampler: invalid choice: 'euler'"),
+    (["sample", "--checkpoint", "m.safetensors", "--sampler", "rk4"], "argument --sampler: invalid choice: 'rk4'"),
+    (["train", "--objective", "score"], "argument --objective: invalid choice: 'score'"),
+    (["train", "--minutes", "0"], "argument --minutes: must be greater than 0, got 0"),
+    (["train", "--minutes", "soon"], "argument --minutes: expected a number, got 'soon'"),
     (["evaluate", "--samples", "s.npz", "--floor-draws", "0"], "argument --floor-draws: must be at least 1"),
     (["evaluate", "--samples", "s.npz", "--seed", "-3"], "argument --seed: must be 0 or more"),
     (["train"], "the following arguments are required: --out"),
@@ -82,6 +85,8 @@ def files(tmp_path_factory):
     root = tmp_path_factory.mktemp("bad_input")
     run = root / "run"
     assert main(["train", "--conditional", "--steps", "2", "--checkpoint-every", "2", "--out", str(run), *TINY]) == 0
+    flow = ["train", "--conditional", "--objective", "flow", "--steps", "2", "--checkpoint-every", "2"]
+    assert main([*flow, "--out", str(root / "flow"), *TINY]) == 0
     model = run / "model.safetensors"
     (root / "truncated.safetensors").write_bytes(model.read_bytes()[: model.stat().st_size // 2])
     (root / "text.safetensors").write_text("not a model")
@@ -150,6 +155,22 @@ BAD_FILES_AND_COMBINATIONS = [
         "model.base_channels: checkpoint has 8, this run has 16",
     ),  # fmt: skip
     (["train", "--conditional", "--steps", "4", "--out", "{root}/run", *NET], "--resume"),
+    (
+        ["train", "--conditional", "--steps", "4", "--resume", "--objective", "flow", "--out", "{root}/run", *NET],
+        "was trained with objective 'eps', not 'flow'; resume it with --objective eps",
+    ),
+    (
+        ["sample", "--checkpoint", "{root}/run/model.safetensors", "--sampler", "euler"],
+        "sampler 'euler' does not fit a model trained with objective 'eps'; use one of ddpm, ddim, dpmpp-2m, heun",
+    ),
+    (
+        ["sample", "--checkpoint", "{root}/flow/model.safetensors", "--sampler", "ddim"],
+        "sampler 'ddim' does not fit a model trained with objective 'flow'; use one of euler, heun",
+    ),
+    (
+        ["sample", "--checkpoint", "{root}/flow/model.safetensors", "--sampler", "heun", "--steps", "1"],
+        "pass steps >= 2",
+    ),
 ]
 
 

@@ -12,6 +12,7 @@ from ddpm_lessons.metrics import (
     conditional_accuracy,
     diversity,
     evaluate_samples,
+    floor_indices,
     frechet_distance,
     load_classifier,
 )
@@ -103,6 +104,39 @@ def test_floor_is_the_mean_of_independent_draws_with_their_spread():
     assert one["frechet_distance_real_vs_real_sd"] == 0.0
     with pytest.raises(ValueError, match="floor_draws must be at least 1"):
         evaluate_samples(images, floor_draws=0)
+
+
+def test_floor_draws_the_samples_class_mix():
+    y_train = torch.tensor([0] * 5 + [1] * 3 + [2] * 4)
+    labels = torch.tensor([2, 0, 0, 1, 2, 2])
+    draws = [floor_indices(y_train, 6, labels, torch.Generator().manual_seed(k)) for k in range(5)]
+    for idx in draws:
+        assert sorted(y_train[idx].tolist()) == [0, 0, 1, 2, 2, 2]  # the samples' mix, digit by digit
+        assert len(set(idx.tolist())) == 6  # no training digit twice in one draw
+    assert len({tuple(sorted(idx.tolist())) for idx in draws}) > 1  # the draws differ
+    unlabelled = floor_indices(y_train, 6, None, torch.Generator().manual_seed(0))
+    assert len(set(unlabelled.tolist())) == 6
+    with pytest.raises(ValueError, match="digit 1.*holds 3"):
+        floor_indices(y_train, 4, torch.tensor([1, 1, 1, 1]))
+
+
+def test_labelled_floor_uses_class_matched_real_digits():
+    """With labels, each draw of the floor is recomputed here from real digits of the samples' classes."""
+    x_train, y_train = load_mnist("train", source="bundled")
+    x_ref, _ = load_mnist("test", source="bundled")
+    classifier = load_classifier().requires_grad_(False)
+    ref = classifier.features(x_ref)
+    labels = torch.tensor([3] * 150 + [7] * 150)  # a mix no random draw of real digits would have
+    out = evaluate_samples(torch.rand(300, 1, 28, 28) * 2 - 1, labels, classifier=classifier, seed=2, floor_draws=2)
+    by_hand = []
+    for k in range(2):
+        g = torch.Generator().manual_seed(2 + k)
+        threes = (y_train == 3).nonzero().flatten()
+        threes = threes[torch.randperm(len(threes), generator=g)[:150]]
+        sevens = (y_train == 7).nonzero().flatten()
+        sevens = sevens[torch.randperm(len(sevens), generator=g)[:150]]
+        by_hand.append(frechet_distance(classifier.features(x_train[torch.cat([threes, sevens])]), ref))
+    assert out["frechet_distance_real_vs_real"] == pytest.approx(sum(by_hand) / 2, rel=1e-6)
 
 
 def test_diversity_is_the_mean_within_class_distance():

@@ -1,17 +1,11 @@
-"""The probability-flow ODE solvers checked where the exact answer is known: Gaussian data.
-
-For data with every pixel ~ N(MU, STD^2), independent, the exact eps-predictor is E[eps | x_t] (``gaussian_eps``)
-and the probability-flow ODE has a closed-form solution. In x_hat = x_t / sqrt(alpha_bar), sigma =
-sqrt((1 - alpha_bar) / alpha_bar) the ODE is d x_hat / d sigma = E[eps | x_t] = sigma (x_hat - MU) / (STD^2 + sigma^2),
-so d log(x_hat - MU) / d sigma = sigma / (STD^2 + sigma^2) and x_hat - MU grows like sqrt(STD^2 + sigma^2). Back in
-x_t, between alpha_bar values ab_t and ab_s:
-
-    x_s = sqrt(ab_s) MU + (x_t - sqrt(ab_t) MU) sqrt((ab_s STD^2 + 1 - ab_s) / (ab_t STD^2 + 1 - ab_t))
+"""The probability-flow ODE solvers checked where the exact answer is known: Gaussian data (``ddpm_lessons.gaussian``:
+the exact eps-predictor E[eps | x_t] and the ODE's closed-form solution, both checked here independently, by Monte
+Carlo and by differentiating the solution).
 
 The solution depends on alpha_bar only, not on how a schedule reaches it, and the exact predictor is exact at every
 timestep, so a solver's error against it is its discretisation error alone: no discrete-time effect of the schedule
-enters. The error is measured at the last visited timestep (t = 0); the step after it, to alpha_bar = 1, is the
-same first-order step (x0_hat of Eq. 15) for every solver and does not shrink with more evaluations.
+enters. The error is measured at the last visited timestep; the step after it, to alpha_bar = 1, is the same
+first-order step (x0_hat of Eq. 15) for every solver and does not shrink with more evaluations.
 """
 
 import math
@@ -19,32 +13,46 @@ import math
 import pytest
 import torch
 
+from ddpm_lessons import gaussian
 from ddpm_lessons.eps_model import NO_LABEL
 from ddpm_lessons.forward import predict_x0_from_eps
-from ddpm_lessons.samplers import ddim_step, sample_ddim
+from ddpm_lessons.samplers import ddim_step, ddim_timesteps, sample_ddim
 from ddpm_lessons.schedules import NoiseSchedule
-from ddpm_lessons.solvers import dpmpp_2m_step, heun_timesteps, sample_dpmpp_2m, sample_heun
+from ddpm_lessons.solvers import (
+    dpmpp_2m_step,
+    heun_timesteps,
+    sample_dpmpp_2m,
+    sample_heun,
+    solver_timesteps,
+)
 
 MU, STD = 0.3, 0.5  # data: every pixel ~ N(MU, STD^2), independent
 SOLVERS = {"ddim": sample_ddim, "dpmpp_2m": sample_dpmpp_2m, "heun": sample_heun}
 
 
 def eps_at(xt, alpha_bar):
-    """E[eps | x_t] for Gaussian data at any alpha_bar: x_t ~ N(sqrt(ab) MU, ab STD^2 + 1 - ab)."""
-    return (1 - alpha_bar) ** 0.5 * (xt - alpha_bar**0.5 * MU) / (alpha_bar * STD**2 + 1 - alpha_bar)
+    return gaussian.gaussian_eps(xt, alpha_bar, MU, STD)
 
 
 def gaussian_eps(schedule):
-    def model(xt, t):
-        return eps_at(xt, schedule.alpha_bar[t].to(xt).view(-1, *[1] * (xt.ndim - 1)))
-
-    return model
+    return gaussian.gaussian_eps_model(schedule, MU, STD)
 
 
 def exact_flow(x, ab_from, ab_to):
-    """The probability-flow ODE's solution for Gaussian data, from alpha_bar ab_from to ab_to (module docstring)."""
-    ratio = (ab_to * STD**2 + 1 - ab_to) / (ab_from * STD**2 + 1 - ab_from)
-    return ab_to**0.5 * MU + (x - ab_from**0.5 * MU) * ratio**0.5
+    return gaussian.exact_flow(x, ab_from, ab_to, MU, STD)
+
+
+def test_the_exact_eps_is_the_regression_of_eps_on_x_t():
+    """Monte Carlo: draw (x0, eps), form x_t, and fit eps = a x_t + b by least squares; E[eps | x_t] is linear."""
+    g = torch.Generator().manual_seed(0)
+    for ab in (0.9, 0.5, 0.05):
+        x0 = MU + STD * torch.randn(400_000, generator=g, dtype=torch.float64)
+        eps = torch.randn(400_000, generator=g, dtype=torch.float64)
+        xt = ab**0.5 * x0 + (1 - ab) ** 0.5 * eps
+        design = torch.stack([xt, torch.ones_like(xt)], dim=1)
+        fit = torch.linalg.lstsq(design, eps[:, None]).solution.flatten()
+        probe = torch.tensor([-1.0, 0.0, 2.0], dtype=torch.float64)
+        assert torch.allclose(fit[0] * probe + fit[1], eps_at(probe, ab), atol=0.01)
 
 
 def lambda_uniform_schedule(T=1000, lam=4.0):
@@ -72,6 +80,15 @@ def test_the_closed_form_solves_the_ode():
     assert torch.allclose(exact_flow(exact_flow(x_T, ab_T, 0.4), 0.4, 0.99), exact_flow(x_T, ab_T, 0.99))
 
 
+def last_visited(name, schedule, n, spacing):
+    """The last timestep a sampler visits before its final step to alpha_bar = 1."""
+    if name == "ddim":
+        return ddim_timesteps(schedule.T, n)[-1]
+    if name == "dpmpp_2m":
+        return solver_timesteps(schedule, n, spacing)[-1]
+    return heun_timesteps(schedule, n, spacing)[0][-2]
+
+
 def _order(counts, errors):
     """Least-squares slope of -log(error) against log(model evaluations)."""
     x = torch.tensor(counts, dtype=torch.float64).log()
@@ -81,35 +98,65 @@ def _order(counts, errors):
 
 
 @pytest.mark.parametrize(
-    "schedule_name, counts",
+    "schedule_name, spacing, counts",
     [
         # Evenly spaced in lambda: the asymptotic order shows from 10 evaluations.
-        ("lambda-uniform", [10, 20, 40, 80]),
+        ("lambda-uniform", "time", [10, 20, 40, 80]),
         # Ho et al.'s linear schedule puts most of the change of lambda into its last timesteps (lambda goes from
-        # 1.0 to 4.6 over t = 111..0), so DPM-Solver++(2M) extrapolates over very uneven steps and is far from its
-        # asymptotic regime below about 40 evaluations (measured errors: 0.61, 0.38, 0.13 at 10, 20, 40).
-        ("linear", [40, 80, 160, 320]),
+        # 1.0 to 4.6 over t = 111..0), so on timesteps even in t DPM-Solver++(2M) extrapolates over very uneven
+        # steps and is far from its asymptotic regime below about 40 evaluations (errors 0.61, 0.38, 0.13 at 10,
+        # 20, 40).
+        ("linear", "time", [40, 80, 160, 320]),
     ],
 )
-def test_convergence_order_on_gaussian_data(schedule_name, counts):
+def test_convergence_order_on_gaussian_data(schedule_name, spacing, counts):
     s = lambda_uniform_schedule() if schedule_name == "lambda-uniform" else NoiseSchedule.make("linear", 1000)
     model = gaussian_eps(s)
     x_T = torch.randn(64, 1, 2, 2, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
-    want = exact_flow(x_T, s.alpha_bar[-1].item(), s.alpha_bar[0].item())  # at t = 0, the last visited step
     expected = {"ddim": 1.0, "dpmpp_2m": 2.0, "heun": 2.0}
     orders = {}
     for name, sampler in SOLVERS.items():
         errors = []
+        grid = {} if name == "ddim" or spacing is None else {"spacing": spacing}
         for n in counts:
             _, traj = sampler(model, s, x_T.shape, steps=n, clip_x0=False, x_T=x_T, dtype=torch.float64,
-                              return_trajectory=True)  # fmt: skip
+                              return_trajectory=True, **grid)  # fmt: skip
+            t_last = last_visited(name, s, n, spacing)
+            want = exact_flow(x_T, s.alpha_bar[-1].item(), s.alpha_bar[t_last].item())  # the last visited step
             errors.append((traj[-2] - want).abs().max().item())
         orders[name] = _order(counts, errors)
-        print(f"{schedule_name}: {name} errors {[f'{e:.2e}' for e in errors]} at {counts} evaluations, "
-              f"order {orders[name]:.2f}")  # fmt: skip
+        print(f"{schedule_name} ({spacing or 'default'} spacing): {name} errors {[f'{e:.2e}' for e in errors]} at "
+              f"{counts} evaluations, order {orders[name]:.2f}")  # fmt: skip
         assert errors == sorted(errors, reverse=True)
     for name, order in orders.items():
         assert order == pytest.approx(expected[name], abs=0.25), f"{name}: measured order {order:.2f}"
+
+
+def test_on_the_linear_schedule_the_default_spacings_make_few_evaluations_accurate():
+    """Timesteps even in lambda (DPM-Solver++(2M)) or in sigma^(1/7) (Heun) instead of even in t: on Ho et al.'s
+    schedule the error at 10 and 20 evaluations falls more than tenfold for DPM-Solver++(2M), and Heun shows its
+    second order from 10 evaluations. (At 40 and more evaluations the grid's low-noise end runs out of timesteps:
+    80 even-lambda points already take every t from 5 down to 0.)"""
+    s = NoiseSchedule.make("linear", 1000)
+    model = gaussian_eps(s)
+    x_T = torch.randn(64, 1, 2, 2, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+
+    def error(name, n, spacing):
+        _, traj = SOLVERS[name](model, s, x_T.shape, steps=n, clip_x0=False, x_T=x_T, dtype=torch.float64,
+                                return_trajectory=True, spacing=spacing)  # fmt: skip
+        want = exact_flow(x_T, s.alpha_bar[-1].item(), s.alpha_bar[last_visited(name, s, n, spacing)].item())
+        return (traj[-2] - want).abs().max().item()
+
+    for n in (10, 20):
+        even_t, even_lambda = error("dpmpp_2m", n, "time"), error("dpmpp_2m", n, "logsnr")
+        print(f"DPM-Solver++(2M), {n} evaluations: error {even_t:.2e} even in t, {even_lambda:.2e} even in lambda")
+        assert even_lambda < even_t / 10
+    counts = [10, 20, 40, 80]
+    errors = [error("heun", n, "karras") for n in counts]
+    print(
+        f"Heun, Karras spacing: errors {[f'{e:.2e}' for e in errors]} at {counts}, order {_order(counts, errors):.2f}"
+    )
+    assert _order(counts, errors) == pytest.approx(2.0, abs=0.25)
 
 
 def test_dpmpp_2m_step_has_third_order_local_error():
@@ -156,7 +203,8 @@ def test_the_first_order_step_is_ddim(clip_x0):
     for n in (1, 2):
         ddim = sample_ddim(model, s, x_T.shape, steps=n, clip_x0=clip_x0, x_T=x_T)
         for sampler in (sample_dpmpp_2m, sample_heun):
-            assert torch.allclose(sampler(model, s, x_T.shape, steps=n, clip_x0=clip_x0, x_T=x_T), ddim, atol=1e-12)
+            got = sampler(model, s, x_T.shape, steps=n, clip_x0=clip_x0, x_T=x_T, spacing="time")  # DDIM's grid
+            assert torch.allclose(got, ddim, atol=1e-12)
 
 
 class Probe:
@@ -187,13 +235,44 @@ def test_steps_counts_model_evaluations_and_guidance_is_one_batched_call(name):
 
 
 def test_heun_grid():
-    assert heun_timesteps(1000, 1) == ([999, -1], 0)
-    assert heun_timesteps(1000, 2) == ([999, 0, -1], 0)  # Euler, then Euler to sigma = 0
-    assert heun_timesteps(1000, 5) == ([999, 500, 0, -1], 2)  # 2 Heun steps (4 evaluations) + 1 Euler
-    assert heun_timesteps(1000, 6) == ([999, 666, 333, 0, -1], 2)  # + an Euler first step
-    for n in range(1, 40):
-        ts, n_heun = heun_timesteps(1000, n)
-        assert 2 * n_heun + (len(ts) - 1 - n_heun) == n  # Heun steps cost 2 evaluations, Euler steps 1
+    s = NoiseSchedule.make("linear", 1000)
+    assert heun_timesteps(s, 1, "time") == ([999, -1], 0)
+    assert heun_timesteps(s, 2, "time") == ([999, 0, -1], 0)  # Euler, then Euler to sigma = 0
+    assert heun_timesteps(s, 5, "time") == ([999, 500, 0, -1], 2)  # 2 Heun steps (4 evaluations) + 1 Euler
+    assert heun_timesteps(s, 6, "time") == ([999, 666, 333, 0, -1], 2)  # + an Euler first step
+    for spacing in ("time", "logsnr", "karras"):
+        for n in range(1, 40):
+            ts, n_heun = heun_timesteps(s, n, spacing)
+            assert 2 * n_heun + (len(ts) - 1 - n_heun) == n  # Heun steps cost 2 evaluations, Euler steps 1
+
+
+@pytest.mark.parametrize("T", [50, 1000])
+def test_solver_timesteps_are_even_in_their_variable(T):
+    """Each spacing, recomputed here from alpha_bar: even steps in lambda = log(alpha / sigma) for "logsnr", in
+    sigma_hat^(1/7) with sigma_hat = sigma / alpha for "karras", both over steps + 1 points from t = T-1 to t = 0."""
+    s = NoiseSchedule.make("linear", T)
+    ab = s.alpha_bar
+    lam = [0.5 * math.log(a / (1 - a)) for a in ab.tolist()]
+    for n in (3, 5, 10, 20):
+        ts = solver_timesteps(s, n, "logsnr")
+        want = [lam[-1] + k * (lam[0] - lam[-1]) / n for k in range(n)]
+        nearest = [min(range(T), key=lambda t, w=w: abs(lam[t] - w)) for w in want]
+        assert ts[0] == T - 1 and ts == sorted(set(ts), reverse=True) and len(ts) == n
+        if nearest == sorted(set(nearest), reverse=True):
+            assert ts == nearest  # each point on the timestep whose lambda is nearest
+        else:  # two points on one timestep: the noisier one moved up, never down
+            assert all(t >= t_near for t, t_near in zip(ts, nearest, strict=True)) and ts[-1] == nearest[-1]
+        ts = solver_timesteps(s, n, "karras")
+        sig = [math.exp(-v) ** (1 / 7) for v in lam]
+        want = [sig[-1] + k * (sig[0] - sig[-1]) / n for k in range(n)]
+        got = [sig[t] for t in ts]
+        step = max(abs(a - b) for a, b in zip(sig[:-1], sig[1:], strict=True))  # the coarsest rounding possible
+        assert all(abs(g - w) <= step for g, w in zip(got, want, strict=True))
+        assert solver_timesteps(s, n, "time") == ddim_timesteps(T, n)
+    for spacing in ("logsnr", "karras"):  # every timestep once, when as many evaluations as timesteps
+        assert solver_timesteps(s, T, spacing) == list(range(T - 1, -1, -1))
+    with pytest.raises(ValueError, match="unknown spacing 'even'"):
+        solver_timesteps(s, 5, "even")
 
 
 @pytest.mark.parametrize("name", ["dpmpp_2m", "heun"])

@@ -221,3 +221,57 @@ def test_run_log_keeps_only_the_steps_up_to_a_resumed_checkpoint(tmp_path):
         log.append({"step": step, "loss": 1.0 / step})
     log.truncate_after(100)
     assert [r["step"] for r in log.read()] == [50, 100] and RunLog(tmp_path / "none.jsonl").read() == []
+
+
+@pytest.mark.parametrize("objective", ["eps", "x0", "v", "flow"])
+def test_each_objective_regresses_its_own_target(digits, tmp_path, objective):
+    """One batch's loss recomputed by hand from the trainer's own draws: t (or s), eps, x_t (or x_s) and the
+    target written out here, not through the package's conversions (Ho et al. Eq. 14; Salimans & Ho 2022 for v;
+    Lipman et al. 2023 Eq. 23 for the flow)."""
+    x, y = digits
+    net = UNetConfig(**{**TINY.to_dict(), "dropout": 0.0})
+    trainer = Trainer(net, _config(objective=objective, label_dropout=0.0), x, tmp_path, labels=y, progress=False)
+    x0, labels = x[:16], y[:16]
+    g = torch.Generator().manual_seed(trainer.noise_gen.initial_seed())
+    loss = trainer._loss(x0, labels)
+    if objective == "flow":
+        s = torch.rand(16, generator=g)
+        eps = torch.randn(x0.shape, generator=g)
+        inputs, t_in = (1 - s.view(-1, 1, 1, 1)) * x0 + s.view(-1, 1, 1, 1) * eps, 1000 * s
+        target = eps - x0
+    else:
+        t = torch.randint(0, 1000, (16,), generator=g)
+        eps = torch.randn(x0.shape, generator=g)
+        ab = trainer.schedule.alpha_bar[t].float().view(-1, 1, 1, 1)
+        inputs, t_in = ab.sqrt() * x0 + (1 - ab).sqrt() * eps, t
+        target = {"eps": eps, "x0": x0, "v": ab.sqrt() * eps - (1 - ab).sqrt() * x0}[objective]
+    with torch.no_grad():
+        want = ((target - trainer.model(inputs, t_in, labels)) ** 2).mean()
+    assert loss.item() == pytest.approx(want.item(), rel=1e-5)
+
+
+def test_a_wall_clock_budget_ends_the_run_with_a_checkpoint_and_carries_over_a_resume(digits, tmp_path):
+    x, y = digits
+    config = _config(steps=10**9, minutes=0.03, lr_decay="cosine", checkpoint_every=10**6, log_every=5)
+    trainer = Trainer(TINY, config, x, tmp_path, labels=y, progress=False).train()
+    assert trainer.interrupted is None and 1.8 <= trainer.seconds < 30
+    record = json.loads((tmp_path / "model.json").read_text())
+    assert record["step"] == trainer.step and record["train_seconds"] == pytest.approx(trainer.seconds, abs=0.1)
+    assert record["train"]["minutes"] == 0.03
+    lrs = [line["lr"] for line in trainer.read_log()]
+    assert lrs[-1] < 0.2 * config.lr  # the cosine follows the minutes: near 0 at the end of the budget
+    # a resume keeps the clock: with the budget spent, nothing more happens; a larger budget trains on from it
+    again = Trainer(TINY, config, x, tmp_path, labels=y, resume=True, progress=False)
+    assert again.seconds == pytest.approx(trainer.seconds, abs=0.1) and again._done()
+    more = Trainer(TINY, _config(steps=10**9, minutes=0.06, lr_decay="cosine", checkpoint_every=10**6, log_every=5),
+                   x, tmp_path, labels=y, resume=True, progress=False).train()  # fmt: skip
+    assert more.step > trainer.step and 3.6 <= more.seconds < 60
+
+
+def test_resuming_with_another_objective_is_refused(digits, tmp_path):
+    x, y = digits
+    Trainer(TINY, _config(steps=2, checkpoint_every=2), x, tmp_path, labels=y, progress=False).train()
+    with pytest.raises(ValueError, match="trained with objective 'eps', not 'flow'"):
+        Trainer(TINY, _config(steps=4, objective="flow"), x, tmp_path, labels=y, resume=True, progress=False)
+    with pytest.raises(ValueError, match="objective must be one of eps, x0, v, flow"):
+        Trainer(TINY, _config(objective="score"), x, tmp_path / "new", labels=y, progress=False)
