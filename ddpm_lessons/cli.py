@@ -53,6 +53,7 @@ def _super_resolution(low_size: int | None, image_size: int) -> dict:
 
 def cmd_train(args) -> int:
     from ddpm_lessons.schedules import ScheduleConfig
+    from ddpm_lessons.solvers import SamplingConfig, check_sampler, default_sampling
     from ddpm_lessons.training import TrainConfig, Trainer, TrainingDiverged
     from ddpm_lessons.unet import UNetConfig
 
@@ -89,6 +90,10 @@ def cmd_train(args) -> int:
         device=args.device,
     )
     schedule_config = ScheduleConfig(kind=args.schedule, T=args.T)
+    sampling = default_sampling(args.objective)
+    sampling = SamplingConfig(args.sampler or sampling.sampler, args.sampling_steps or sampling.steps,
+                              sampling.guidance if args.guidance is None else args.guidance)  # fmt: skip
+    check_sampler(sampling.sampler, args.objective)
     trainer = Trainer(
         model_config,
         train_config,
@@ -98,6 +103,7 @@ def cmd_train(args) -> int:
         schedule_config=schedule_config,
         resume=args.resume,
         progress=not args.no_progress,
+        sampling=sampling,
         **_super_resolution(args.super_resolution, size),
     )
     if trainer._done():
@@ -146,8 +152,16 @@ def cmd_sample(args) -> int:
     device = get_device(args.device)
     model, schedule, record = load_model(args.checkpoint, device=device)
     objective = objective_of(record)
-    if args.sampler is None:
-        args.sampler = SAMPLERS_FOR[objective][1 if objective != "flow" else 0]  # ddim, or flow's euler
+    saved = record.get("sampling")  # the setting the model's recipe was measured with, if the record has one
+    if saved is None:  # a record older than the field: DDIM-50 (Euler-50 for a flow model), no guidance
+        saved = {"sampler": SAMPLERS_FOR[objective][1 if objective != "flow" else 0], "steps": 50, "guidance": 0.0}
+    told = {"sampler": args.sampler, "steps": args.steps, "guidance": args.guidance}
+    setting = {key: saved[key] if value is None else value for key, value in told.items()}
+    args.sampler, args.steps, args.guidance = setting["sampler"], setting["steps"], setting["guidance"]
+    untold = [key for key, value in told.items() if value is None]
+    if untold and not args.no_progress:
+        print(f"sampling with {args.sampler}, {args.steps} model evaluations, guidance {args.guidance:g} "
+              f"({', '.join(untold)} from the checkpoint's record; override with --{' --'.join(untold)})")  # fmt: skip
     check_sampler(args.sampler, objective)  # before any work: a sampler that does not fit names the ones that do
     cfg = model.config
     if cfg.cond_channels:
@@ -352,6 +366,14 @@ def build_parser() -> argparse.ArgumentParser:
         default=train_defaults.objective,
         help="what the network predicts: eps (Ho et al.), x0, v, or flow (flow matching's velocity)",
     )
+    t.add_argument(
+        "--sampler",
+        choices=SAMPLERS,
+        default=None,
+        help="the sampling setting the record carries for `sample` (default: dpmpp-2m, or heun for flow)",
+    )
+    t.add_argument("--sampling-steps", type=positive_int, default=None, help="its model evaluations (default 10)")
+    t.add_argument("--guidance", type=nonnegative_float, default=None, help="its guidance weight (default 0)")
     t.add_argument("--batch-size", type=positive_int, default=train_defaults.batch_size)
     t.add_argument("--grad-accum", type=positive_int, default=train_defaults.grad_accum)
     t.add_argument("--lr", type=positive_float, default=train_defaults.lr)
@@ -395,11 +417,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--sampler",
         choices=SAMPLERS,
         default=None,
-        help="default: ddim, or euler for a flow model; the model's objective decides which fit",
+        help="default: the checkpoint record's; the model's objective decides which fit",
     )
-    s.add_argument("--steps", type=positive_int, default=50, help="model evaluations (all but ddpm)")
+    s.add_argument(
+        "--steps", type=positive_int, default=None, help="model evaluations (all but ddpm); default: the record's"
+    )
     s.add_argument("--eta", type=nonnegative_float, default=0.0)
-    s.add_argument("--guidance", type=nonnegative_float, default=0.0)
+    s.add_argument("--guidance", type=nonnegative_float, default=None, help="default: the checkpoint record's")
     s.add_argument("--seed", type=nonnegative_int, default=0)
     s.add_argument(
         "--batch-size", type=positive_int, default=50, help="images per sampling batch (CPUs are fastest near 50)"

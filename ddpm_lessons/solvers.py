@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 
@@ -254,6 +255,23 @@ SAMPLERS = ("ddpm", "ddim", "dpmpp-2m", "heun", "euler")  # what sample_in_batch
 # (objectives.as_eps_model) and solves the schedule's reverse process; a flow network's ODE runs over s in [0, 1]
 # (flow.sample_flow), where "heun" is Heun's method on that ODE.
 SAMPLERS_FOR = {"eps": SAMPLERS[:4], "x0": SAMPLERS[:4], "v": SAMPLERS[:4], "flow": ("euler", "heun")}
+
+
+@dataclass(frozen=True)
+class SamplingConfig:
+    """How to sample a model: one of ``SAMPLERS``, its number of model evaluations (``steps``) and the guidance
+    weight w. A checkpoint record carries the setting its recipe was measured with (``train --sampler
+    --sampling-steps --guidance``), and ``sample`` uses it for whatever it is not told."""
+
+    sampler: str = "ddim"
+    steps: int = 50
+    guidance: float = 0.0
+
+
+def default_sampling(objective: str) -> SamplingConfig:
+    """The setting a record carries when training is not told one: DPM-Solver++(2M) with 10 evaluations for an
+    eps, x0 or v model, Heun with 10 for a flow model; no guidance (an unconditional model has none)."""
+    return SamplingConfig("heun" if objective == "flow" else "dpmpp-2m", 10, 0.0)
 
 
 def check_sampler(sampler: str, objective: str) -> None:

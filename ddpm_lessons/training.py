@@ -32,6 +32,7 @@ from ddpm_lessons.forward import check_x0, q_sample
 from ddpm_lessons.objectives import OBJECTIVES, as_eps_model, prediction_target
 from ddpm_lessons.runs import RunLog, StopOnSignal, capture_state, restore_state
 from ddpm_lessons.samplers import sample_ddim
+from ddpm_lessons.solvers import SamplingConfig, check_sampler, default_sampling
 from ddpm_lessons.superres import conditioned
 from ddpm_lessons.unet import UNet, UNetConfig
 from ddpm_lessons.utils import TimeEstimate, get_device, progress
@@ -118,6 +119,7 @@ class Trainer:
         progress: bool = True,
         condition=None,
         condition_record: dict | None = None,
+        sampling: SamplingConfig | None = None,
     ):
         self.model_config, self.config = model_config, train_config
         self.condition = condition  # x0 -> cond, for models with cond_channels (e.g. superres.sr_condition)
@@ -130,6 +132,8 @@ class Trainer:
             raise ValueError(f"lr_decay must be one of {LR_DECAYS}, got {train_config.lr_decay!r}")
         if train_config.objective not in OBJECTIVES:
             raise ValueError(f"objective must be one of {', '.join(OBJECTIVES)}, got {train_config.objective!r}")
+        self.sampling = sampling or default_sampling(train_config.objective)  # what the record tells `sample`
+        check_sampler(self.sampling.sampler, train_config.objective)
         if not train_config.minutes >= 0:
             raise ValueError(f"minutes must be 0 (no budget) or a positive number, got {train_config.minutes!r}")
         self.schedule_config = schedule_config or ScheduleConfig()
@@ -201,7 +205,7 @@ class Trainer:
     def _record(self) -> dict:
         extra = {} if self.condition_record is None else {"condition": self.condition_record}
         return config_record(self.model_config, self.schedule_config, self.step, train=asdict(self.config),
-                             train_seconds=round(self.seconds, 1), **extra)  # fmt: skip
+                             train_seconds=round(self.seconds, 1), sampling=asdict(self.sampling), **extra)  # fmt: skip
 
     # ---- checkpoints --------------------------------------------------------------------------
     def _generators(self) -> dict[str, torch.Generator]:

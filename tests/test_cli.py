@@ -100,3 +100,48 @@ def test_train_a_super_resolution_model(tmp_path, capsys):
     bad = ["train", "--super-resolution", "5", "--steps", "2", "--out", str(tmp_path / "bad"), *TINY_ARGS]
     assert main(bad) == 2
     assert "must divide the image size 28" in capsys.readouterr().err
+
+
+def test_the_record_carries_a_sampling_setting_that_sample_uses(tmp_path, capsys):
+    run = tmp_path / "run"
+    train = [
+        "train",
+        "--conditional",
+        "--steps",
+        "2",
+        "--sampler",
+        "ddim",
+        "--sampling-steps",
+        "3",
+        "--guidance",
+        "1.5",
+    ]
+    assert main([*train, "--out", str(run), *TINY_ARGS]) == 0
+    assert json.loads((run / "model.json").read_text())["sampling"] == {"sampler": "ddim", "steps": 3, "guidance": 1.5}
+    base = ["sample", "--checkpoint", str(run / "model.safetensors"), "--n", "6", "--seed", "2"]
+    capsys.readouterr()
+    assert main([*base, "--out", str(tmp_path / "a.npz")]) == 0  # progress on: it says what it uses
+    assert "sampling with ddim, 3 model evaluations, guidance 1.5 (sampler, steps, guidance from the checkpoint's" in (
+        capsys.readouterr().out
+    )
+    told = ["--sampler", "ddim", "--steps", "3", "--guidance", "1.5", "--no-progress"]
+    assert main([*base, *told, "--out", str(tmp_path / "b.npz")]) == 0
+    assert np.array_equal(np.load(tmp_path / "a.npz")["images"], np.load(tmp_path / "b.npz")["images"])
+    capsys.readouterr()
+    assert main([*base, "--steps", "2", "--out", str(tmp_path / "c.npz")]) == 0  # what is told wins, the rest is read
+    assert "sampling with ddim, 2 model evaluations, guidance 1.5 (sampler, guidance from" in capsys.readouterr().out
+
+
+def test_a_flow_model_trains_for_minutes_and_samples_with_its_own_samplers(tmp_path, capsys):
+    run = tmp_path / "flow"
+    assert main(["train", "--conditional", "--objective", "flow", "--minutes", "0.02", "--out", str(run),
+                 *TINY_ARGS]) == 0  # fmt: skip
+    out = capsys.readouterr().out
+    record = json.loads((run / "model.json").read_text())
+    assert record["train"]["objective"] == "flow" and record["sampling"]["sampler"] == "heun"
+    assert f"done: step {record['step']} in " in out and "objective flow" in out
+    for sampler in ("euler", "heun"):
+        path = tmp_path / f"{sampler}.npz"
+        args = ["sample", "--checkpoint", str(run / "model.safetensors"), "--n", "4", "--sampler", sampler]
+        assert main([*args, "--steps", "3", "--guidance", "1", "--no-progress", "--out", str(path)]) == 0
+        assert np.load(path)["images"].shape == (4, 28, 28)
