@@ -7,15 +7,15 @@ For each sampler and number of model evaluations K: n samples (n / 10 of each di
 guidance w (one call on a doubled batch per evaluation), drawn 100 at a time from one seed with
 ``solvers.sample_in_batches`` (what ``sample --sampler ... --steps K`` runs), then conditional accuracy, the
 Frechet distance to the 2,000 held-out bundled digits and the real-vs-real floor at the same n (mean of 10
-random draws of real training digits; their class mix differs from the samples' exact n / 10 per digit, which
-makes this floor higher than a class-balanced one). Prints one line per row and the machine; the model loads
-once, and the seconds count sampling only.
+draws of n real training digits, each with the samples' class mix: n / 10 of each digit). Prints one line per row
+and the machine; the model loads once, and the seconds count sampling only.
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime
+import inspect
 import json
 import platform
 import sys
@@ -25,7 +25,10 @@ import torch
 
 from ddpm_lessons.checkpoints import load_pretrained
 from ddpm_lessons.metrics import evaluate_samples
-from ddpm_lessons.solvers import sample_in_batches
+from ddpm_lessons.solvers import sample_dpmpp_2m, sample_heun, sample_in_batches
+
+DEFAULT_SPACING = {name: inspect.signature(fn).parameters["spacing"].default
+                   for name, fn in (("dpmpp-2m", sample_dpmpp_2m), ("heun", sample_heun))}  # fmt: skip
 
 
 def main() -> None:
@@ -60,12 +63,13 @@ def main() -> None:
             seconds = time.perf_counter() - start
             r = evaluate_samples(x, labels)
             floor = f"{r['frechet_distance_real_vs_real']:5.2f} ({r['frechet_distance_real_vs_real_sd']:.2f})"
-            print(f"{sampler:9s} {spacing or 'default':8s} {evals:5d}  {r['conditional_accuracy']:7.1%}  "
+            grid = spacing or DEFAULT_SPACING.get(sampler, "-")
+            print(f"{sampler:9s} {grid:8s} {evals:5d}  {r['conditional_accuracy']:7.1%}  "
                   f"{r['frechet_distance']:5.2f}  {floor}  "
                   f"{r['frechet_ratio']:7.2f}x  {seconds:7.1f}  {1000 * seconds / args.n:10.1f}")  # fmt: skip
             kept = ("conditional_accuracy", "frechet_distance", "frechet_distance_real_vs_real",
                     "frechet_distance_real_vs_real_sd", "frechet_ratio")  # fmt: skip
-            table.append({"sampler": sampler, "spacing": spacing, "evals": evals,
+            table.append({"sampler": sampler, "spacing": DEFAULT_SPACING.get(sampler) and grid, "evals": evals,
                           "seconds_per_100": 100 * seconds / args.n, **{k: r[k] for k in kept}})  # fmt: skip
     if args.json:
         with open(args.json, "w") as f:
