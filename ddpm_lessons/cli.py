@@ -186,6 +186,7 @@ def cmd_sample(args) -> int:
         device=device,
         progress=not args.no_progress,
         objective=objective,
+        precision=args.precision,
     )
     images = to_uint8(x)
     if cfg.in_channels == 1:
@@ -324,7 +325,7 @@ def build_parser() -> argparse.ArgumentParser:
     the schedule kinds), so the command line and Python agree."""
     from ddpm_lessons.objectives import OBJECTIVES
     from ddpm_lessons.schedules import SCHEDULE_KINDS, ScheduleConfig
-    from ddpm_lessons.solvers import SAMPLERS
+    from ddpm_lessons.solvers import PRECISIONS, SAMPLERS
     from ddpm_lessons.training import LR_DECAYS, TrainConfig
     from ddpm_lessons.unet import UNetConfig
 
@@ -423,6 +424,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--steps", type=positive_int, default=None, help="model evaluations (all but ddpm); default: the record's"
     )
     s.add_argument("--eta", type=nonnegative_float, default=0.0)
+    s.add_argument(
+        "--precision",
+        choices=PRECISIONS,
+        default="fp32",
+        help="bf16: the network in bfloat16 (about 3x as fast on CPUs with AVX512-BF16, slower on others)",
+    )
     s.add_argument("--guidance", type=nonnegative_float, default=None, help="default: the checkpoint record's")
     s.add_argument("--seed", type=nonnegative_int, default=0)
     s.add_argument(

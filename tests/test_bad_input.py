@@ -55,6 +55,10 @@ BAD_ARGUMENTS = [
     (["sample", "--checkpoint", "m.safetensors", "--seed", "-1"], "argument --seed: must be 0 or more"),
     (["sample", "--checkpoint", "m.safetensors", "--batch-size", "0"], "argument --batch-size: must be at least 1"),
     (["sample", "--checkpoint", "m.safetensors", "--sampler", "rk4"], "argument --sampler: invalid choice: 'rk4'"),
+    (
+        ["sample", "--checkpoint", "m.safetensors", "--precision", "fp16"],
+        "argument --precision: invalid choice: 'fp16'",
+    ),
     (["train", "--objective", "score"], "argument --objective: invalid choice: 'score'"),
     (["train", "--minutes", "0"], "argument --minutes: must be greater than 0, got 0"),
     (["train", "--minutes", "soon"], "argument --minutes: expected a number, got 'soon'"),

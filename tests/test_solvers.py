@@ -323,3 +323,32 @@ def test_second_order_solvers_beat_ddim_at_the_same_cost():
         err[name] = (traj[-2] - want).abs().max().item()
     assert err["dpmpp_2m"] < err["ddim"] / 5 and err["heun"] < err["ddim"]
     assert math.isfinite(sum(err.values()))
+
+
+def test_bfloat16_runs_the_network_in_bfloat16_and_stays_close():
+    from ddpm_lessons.solvers import sample_in_batches
+    from ddpm_lessons.unet import UNet, UNetConfig
+
+    torch.manual_seed(0)
+    net = UNet(UNetConfig(base_channels=8, groups=4, channel_mults=(1, 2), attention_resolutions=(14,), num_classes=10))
+    with torch.no_grad():  # a fresh U-Net's last convolution is zero: give every weight something to round
+        for p in net.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    seen = []
+    net.register_forward_hook(lambda module, args, out: seen.append(out.dtype))
+    s = NoiseSchedule.make("linear", 1000)
+    common = dict(labels=torch.arange(4), sampler="dpmpp-2m", steps=3, guidance=1.0, objective="v")
+
+    def v_model(x, t, y):  # small v: x0_hat = sqrt(alpha_bar) x_t - ..., inside [-1, 1], so no clipping hides a change
+        return 0.1 * net(x, t, y)
+
+    net.eval()
+    with torch.no_grad():
+        full = sample_in_batches(v_model, s, 4, (1, 28, 28), generator=torch.Generator().manual_seed(1), **common)
+        half = sample_in_batches(v_model, s, 4, (1, 28, 28), generator=torch.Generator().manual_seed(1),
+                                 precision="bf16", **common)  # fmt: skip
+    assert seen == [torch.float32] * 3 + [torch.bfloat16] * 3  # one batched network call per evaluation
+    assert half.dtype == torch.float32 and not torch.equal(half, full)
+    assert (full.abs() < 1).float().mean() > 0.5 and (half - full).abs().max() < 0.05
+    with pytest.raises(ValueError, match="precision must be one of fp32, bf16"):
+        sample_in_batches(net, s, 1, (1, 28, 28), precision="fp16")
