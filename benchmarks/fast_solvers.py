@@ -25,7 +25,7 @@ import torch
 
 from ddpm_lessons.checkpoints import load_pretrained
 from ddpm_lessons.metrics import evaluate_samples
-from ddpm_lessons.solvers import sample_dpmpp_2m, sample_heun, sample_in_batches
+from ddpm_lessons.solvers import PRECISIONS, sample_dpmpp_2m, sample_heun, sample_in_batches
 
 DEFAULT_SPACING = {name: inspect.signature(fn).parameters["spacing"].default
                    for name, fn in (("dpmpp-2m", sample_dpmpp_2m), ("heun", sample_heun))}  # fmt: skip
@@ -44,12 +44,14 @@ def main() -> None:
     )
     p.add_argument("--guidance", type=float, default=0.2)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--precision", choices=PRECISIONS, default="fp32", help="bf16: the network in bfloat16")
     p.add_argument("--json", help="also write the rows, the machine and the command to this JSON file")
     args = p.parse_args()
     model, schedule, record = load_pretrained()
     labels = torch.arange(args.n) % 10
     print(f"machine: {platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}; "
-          f"{datetime.date.today()}; model step {record['step']}; n = {args.n}, w = {args.guidance}")  # fmt: skip
+          f"{datetime.date.today()}; model step {record['step']}; n = {args.n}, w = {args.guidance}, "
+          f"network in {args.precision}")  # fmt: skip
     print("sampler   spacing  evals  accuracy  FD     floor (sd)     FD/floor  seconds  s per 1,000")
     rows = [(sampler, spacing) for sampler in args.samplers
             for spacing in (args.spacings if sampler in ("dpmpp-2m", "heun") else [None])]  # fmt: skip
@@ -59,6 +61,7 @@ def main() -> None:
             start = time.perf_counter()
             x = sample_in_batches(model, schedule, args.n, (1, 28, 28), labels=labels, batch_size=100,
                                   sampler=sampler, steps=evals, guidance=args.guidance, spacing=spacing,
+                                  precision=args.precision,
                                   generator=torch.Generator().manual_seed(args.seed))  # fmt: skip
             seconds = time.perf_counter() - start
             r = evaluate_samples(x, labels)
@@ -75,7 +78,8 @@ def main() -> None:
         with open(args.json, "w") as f:
             json.dump({"command": "python benchmarks/fast_solvers.py " + " ".join(sys.argv[1:]),
                        "date": str(datetime.date.today()), "threads": torch.get_num_threads(),
-                       "model_step": record["step"], "n": args.n, "guidance": args.guidance, "rows": table},
+                       "model_step": record["step"], "n": args.n, "guidance": args.guidance,
+                       "precision": args.precision, "rows": table},
                       f, indent=1)  # fmt: skip
             f.write("\n")
 
