@@ -9,7 +9,8 @@ Its velocity is d x_s / d s = eps - x0. A network v_theta(x_s, s) trained to reg
     L_FM = E_{s, x0, eps} || (eps - x0) - v_theta(x_s, s) ||^2          (Lipman et al. 2023, Eq. 23)
 
 learns E[eps - x0 | x_s], the velocity field whose ODE d x / d s = v_theta(x, s) carries N(0, I) at s = 1 to
-the data at s = 0 (Lipman et al. 2023, Thm. 2). Sampling integrates that ODE backwards in s.
+the data at s = 0 (Lipman et al. 2023, Thm. 1; by their Thm. 2 this loss has the gradient of regressing that
+field). Sampling integrates that ODE backwards in s.
 
 The network is the package's U-Net: its timestep input is the continuous s scaled by ``FLOW_TIME_SCALE``, so
 that the sinusoidal embedding sees the same range as the DDPM's 0..999. A velocity-model is called like an
@@ -124,18 +125,23 @@ def sample_flow(
     """Integrate d x / d s = v_theta(x, s) from x_1 ~ N(0, I) at s = 1 to s = 0, with ``steps`` model evaluations.
 
     ``method="euler"``: ``steps`` Euler steps on :func:`flow_timesteps`. ``method="heun"``: Heun's method
-    (the explicit trapezoidal rule, as in Karras et al. 2022, Alg. 1 lines 5-8): each step costs two
-    evaluations, v at (x, s) and at the Euler guess (x', s'), and moves by the mean of the two; ``steps`` // 2
-    such steps, and an odd ``steps`` ends with one Euler step. Deterministic given x_T; ``generator`` draws x_T
+    (the explicit trapezoidal rule, Karras et al. 2022, Alg. 1 lines 5-8): a step costs two evaluations, v at
+    (x, s) and at the Euler guess (x', s'), and moves by the mean of the two. As in Alg. 1, the last step, into
+    s = 0, is an Euler step: near s = 0 the velocity of data concentrated near a thin set (digits) changes
+    abruptly, v = (x_s - E[x0 | x_s]) / s, and a correction evaluated at s = 0 itself does more harm than good.
+    So ``steps`` = 2N - 1 evaluations make N steps on :func:`flow_timesteps` (N), N - 1 of them Heun steps;
+    an even ``steps`` makes N = steps / 2 + 1 steps and an Euler first step too (at s = 1 the path is nearly
+    straight). Deterministic given x_T; ``generator`` draws x_T
     only. Returns x_0 (shape ``shape``), and with ``return_trajectory`` the list of x at every visited s.
     """
     _check_steps(steps, "sample_flow")
     if method not in ("euler", "heun"):
         raise ValueError(f"sample_flow: method must be 'euler' or 'heun', got {method!r}")
-    if method == "heun" and steps < 2:
-        raise ValueError("sample_flow: one Heun step costs 2 model evaluations; pass steps >= 2 or method='euler'")
-    n_heun = steps // 2 if method == "heun" else 0
-    grid = flow_timesteps(n_heun + (steps - 2 * n_heun))  # Heun steps, then any Euler step
+    if method == "heun":  # Karras et al.'s count: the last step is Euler; an even count adds an Euler first step
+        grid, n_heun = flow_timesteps(steps // 2 + 1), (steps - 1) // 2
+    else:
+        grid, n_heun = flow_timesteps(steps), 0
+    heun_steps = range(len(grid) - 1 - n_heun - 1, len(grid) - 2)  # the steps before the last one, after any Euler
     x = draw_x_T(shape, generator, device, dtype, x_T)
     trajectory = [x.cpu()] if return_trajectory else None
     clock = TimeEstimate(f"flow sampling ({method})", steps, unit="network call")
@@ -144,7 +150,7 @@ def sample_flow(
         v = velocity(model, x, s, y, guidance)
         clock.tick()
         x_next = euler_step(x, v, s, s_next)
-        if i < n_heun:  # the trapezoidal correction: the mean of the velocities at both ends
+        if i in heun_steps:  # the trapezoidal correction: the mean of the velocities at both ends
             v_next = velocity(model, x_next, s_next, y, guidance)
             clock.tick()
             x_next = x + (s_next - s) * 0.5 * (v + v_next)

@@ -350,6 +350,11 @@ def test_grad_accumulation(capsys):
 
 # ---- answers that match the numbers but break the next cell --------------------------------------
 # (check, a right answer): each known-wrong variant below is built from the right answer.
+def _flow_matching_loss(model, x0, s, eps, y):
+    s4 = s.view(-1, 1, 1, 1)
+    return ((eps - x0) - model((1 - s4) * x0 + s4 * eps, 1000 * s, y)).pow(2).mean()
+
+
 RIGHT_ANSWERS = {
     "scaling": (checks.check_scaling, lambda p: p.float() / 127.5 - 1),
     "alpha_bar": (checks.check_alpha_bar, lambda b: torch.cumprod(1 - b, 0)),
@@ -365,6 +370,8 @@ RIGHT_ANSWERS = {
     "sr_loss": (checks.check_sr_loss, _sr_loss),
     "latent_loss": (checks.check_latent_loss, _latent_loss),
     "grad_accumulation": (checks.check_grad_accumulation, _accumulate),
+    "flow_matching_loss": (checks.check_flow_matching_loss, _flow_matching_loss),
+    "euler_step": (checks.check_euler_step, lambda x, v, s, s_next: x + (s_next - s) * v),
 }
 RETURNS_A_VALUE = [name for name in RIGHT_ANSWERS if name not in ("training_loss", "grad_accumulation")]
 
