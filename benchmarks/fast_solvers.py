@@ -1,7 +1,9 @@
-"""The shipped conditional model sampled with few model evaluations: DDIM (eta = 0), DPM-Solver++(2M) and Heun,
-each scored by the package's metrics, with the time to draw the samples on this machine.
+"""A shipped conditional model sampled with few model evaluations: DDIM (eta = 0), DPM-Solver++(2M) and Heun for
+the eps model, Euler and Heun for the flow model, each scored by the package's metrics, with the time to draw the
+samples on this machine.
 
     .venv/bin/python benchmarks/fast_solvers.py --n 2000 --evals 5 10 --guidance 0.2
+    .venv/bin/python benchmarks/fast_solvers.py --model mnist_flow --samplers euler heun --evals 5 10 20
 
 For each sampler and number of model evaluations K: n samples (n / 10 of each digit) with classifier-free
 guidance w (one call on a doubled batch per evaluation), drawn 100 at a time from one seed with
@@ -25,6 +27,7 @@ import torch
 
 from ddpm_lessons.checkpoints import load_pretrained
 from ddpm_lessons.metrics import evaluate_samples
+from ddpm_lessons.objectives import objective_of
 from ddpm_lessons.solvers import PRECISIONS, sample_dpmpp_2m, sample_heun, sample_in_batches
 
 DEFAULT_SPACING = {name: inspect.signature(fn).parameters["spacing"].default
@@ -33,6 +36,7 @@ DEFAULT_SPACING = {name: inspect.signature(fn).parameters["spacing"].default
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--model", default="mnist_conditional", help="a shipped model's name (checkpoints.PRETRAINED)")
     p.add_argument("--n", type=int, default=2000)
     p.add_argument("--evals", type=int, nargs="+", default=[5, 10])
     p.add_argument("--samplers", nargs="+", default=["ddim", "dpmpp-2m", "heun"])
@@ -47,10 +51,11 @@ def main() -> None:
     p.add_argument("--precision", choices=PRECISIONS, default="fp32", help="bf16: the network in bfloat16")
     p.add_argument("--json", help="also write the rows, the machine and the command to this JSON file")
     args = p.parse_args()
-    model, schedule, record = load_pretrained()
+    model, schedule, record = load_pretrained(args.model)
+    objective = objective_of(record)
     labels = torch.arange(args.n) % 10
     print(f"machine: {platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}; "
-          f"{datetime.date.today()}; model step {record['step']}; n = {args.n}, w = {args.guidance}, "
+          f"{datetime.date.today()}; {args.model}, step {record['step']}; n = {args.n}, w = {args.guidance}, "
           f"network in {args.precision}")  # fmt: skip
     print("sampler   spacing  evals  accuracy  FD     floor (sd)     FD/floor  seconds  s per 1,000")
     rows = [(sampler, spacing) for sampler in args.samplers
@@ -61,7 +66,7 @@ def main() -> None:
             start = time.perf_counter()
             x = sample_in_batches(model, schedule, args.n, (1, 28, 28), labels=labels, batch_size=100,
                                   sampler=sampler, steps=evals, guidance=args.guidance, spacing=spacing,
-                                  precision=args.precision,
+                                  precision=args.precision, objective=objective,
                                   generator=torch.Generator().manual_seed(args.seed))  # fmt: skip
             seconds = time.perf_counter() - start
             r = evaluate_samples(x, labels)
@@ -78,7 +83,7 @@ def main() -> None:
         with open(args.json, "w") as f:
             json.dump({"command": "python benchmarks/fast_solvers.py " + " ".join(sys.argv[1:]),
                        "date": str(datetime.date.today()), "threads": torch.get_num_threads(),
-                       "model_step": record["step"], "n": args.n, "guidance": args.guidance,
+                       "model": args.model, "model_step": record["step"], "n": args.n, "guidance": args.guidance,
                        "precision": args.precision, "rows": table},
                       f, indent=1)  # fmt: skip
             f.write("\n")
