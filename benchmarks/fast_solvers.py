@@ -51,7 +51,7 @@ def main() -> None:
     p.add_argument("--precision", choices=PRECISIONS, default="fp32", help="bf16: the network in bfloat16")
     p.add_argument("--json", help="also write the rows, the machine and the command to this JSON file")
     args = p.parse_args()
-    model, schedule, record = load_pretrained(args.model)
+    model, schedule, record = load_pretrained(name=args.model)
     objective = objective_of(record)
     labels = torch.arange(args.n) % 10
     print(f"machine: {platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}; "
