@@ -29,7 +29,7 @@ import torch
 from ddpm_lessons.checkpoints import load_model
 from ddpm_lessons.metrics import evaluate_samples
 from ddpm_lessons.objectives import objective_of
-from ddpm_lessons.solvers import sample_in_batches
+from ddpm_lessons.solvers import PRECISIONS, sample_in_batches
 
 # The 15-minute recipe of benchmarks/README.md ("Quality per CPU-minute"), shared by both objectives.
 RECIPE = {"batch-size": 64, "lr": 2e-3, "lr-decay": "cosine", "warmup": 200, "ema-decay": 0.999,
@@ -78,6 +78,7 @@ def main() -> None:
     p.add_argument("--evals", type=int, nargs="+", default=[5, 10, 20, 50])
     p.add_argument("--guidance", type=float, default=0.5)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--precision", choices=PRECISIONS, default="fp32", help="bf16: sample with the network in bfloat16")
     p.add_argument("--out", type=Path, default=Path("runs/flow_vs_eps"))
     p.add_argument("--json", help="also write the rows, the runs and the command to this JSON file")
     args = p.parse_args()
@@ -86,7 +87,8 @@ def main() -> None:
     for objective, run in runs.items():
         print(f"{objective}: {run['steps']} steps in {run['train_seconds']} s, {run['images_per_s']:.0f} images/s")
     labels = torch.arange(args.n) % 10
-    print(f"{datetime.date.today()}, {torch.get_num_threads()} threads; n = {args.n}, w = {args.guidance}")
+    print(f"{datetime.date.today()}, {torch.get_num_threads()} threads; n = {args.n}, w = {args.guidance}, "
+          f"network in {args.precision}")  # fmt: skip
     print("objective  sampler   evals  accuracy  FD     floor (sd)     FD/floor  s per 100")
     rows = []
     for objective in SAMPLERS:
@@ -97,6 +99,7 @@ def main() -> None:
                 start = time.perf_counter()
                 x = sample_in_batches(model, schedule, args.n, (1, 28, 28), labels=labels, batch_size=100,
                                       sampler=sampler, steps=evals, guidance=args.guidance, objective=objective,
+                                      precision=args.precision,
                                       generator=torch.Generator().manual_seed(args.seed))  # fmt: skip
                 seconds = time.perf_counter() - start
                 r = evaluate_samples(x, labels)
@@ -112,7 +115,8 @@ def main() -> None:
         with open(args.json, "w") as f:
             json.dump({"command": "python benchmarks/flow_vs_eps.py " + " ".join(sys.argv[1:]),
                        "date": str(datetime.date.today()), "parallel": args.parallel,
-                       "recipe": RECIPE, "runs": runs, "n": args.n, "guidance": args.guidance, "rows": rows},
+                       "recipe": RECIPE, "runs": runs, "n": args.n, "guidance": args.guidance,
+                       "precision": args.precision, "rows": rows},
                       f, indent=1)  # fmt: skip
             f.write("\n")
 
