@@ -54,10 +54,11 @@ def _super_resolution(low_size: int | None, image_size: int) -> dict:
 def cmd_train(args) -> int:
     from ddpm_lessons.schedules import ScheduleConfig
     from ddpm_lessons.solvers import SamplingConfig, check_sampler, default_sampling
-    from ddpm_lessons.training import TrainConfig, Trainer, TrainingDiverged
+    from ddpm_lessons.training import DIGITS_RECIPE, TrainConfig, Trainer, TrainingDiverged
     from ddpm_lessons.unet import UNetConfig
 
     images, labels, channels, size = _load_training_data(args)
+    _fill_from_recipe(args)
     model_config = UNetConfig(
         image_size=size,
         in_channels=channels,
@@ -91,6 +92,8 @@ def cmd_train(args) -> int:
     )
     schedule_config = ScheduleConfig(kind=args.schedule, T=args.T)
     sampling = default_sampling(args.objective)
+    if args.recipe and args.objective == "eps":  # the setting the recipe was measured with
+        sampling = SamplingConfig(**DIGITS_RECIPE["sampling"])
     sampling = SamplingConfig(args.sampler or sampling.sampler, args.sampling_steps or sampling.steps,
                               sampling.guidance if args.guidance is None else args.guidance)  # fmt: skip
     check_sampler(sampling.sampler, args.objective)
@@ -123,6 +126,35 @@ def cmd_train(args) -> int:
     print(f"done: step {trainer.step} in {trainer.seconds / 60:.1f} min ({speed:.0f} images/s median){loss}, "
           f"objective {train_config.objective}; model in {Path(args.out) / 'model.safetensors'}")  # fmt: skip
     return 0
+
+
+# `train` options the MNIST recipe sets when they are not given: option dest -> (recipe part, field).
+RECIPE_OPTIONS = {
+    "batch_size": ("train", "batch_size"),
+    "lr": ("train", "lr"),
+    "lr_decay": ("train", "lr_decay"),
+    "warmup": ("train", "warmup_steps"),
+    "ema_decay": ("train", "ema_decay"),
+    "base_channels": ("model", "base_channels"),
+    "channel_mults": ("model", "channel_mults"),
+    "num_res_blocks": ("model", "num_res_blocks"),
+    "attention": ("model", "attention_resolutions"),
+    "dropout": ("model", "dropout"),
+}
+
+
+def _fill_from_recipe(args) -> None:
+    """Every recipe option not given on the command line: from the digits recipe (training.DIGITS_RECIPE) for
+    --dataset mnist or fashion-mnist (not an SR3 model), from TrainConfig's and UNetConfig's defaults otherwise."""
+    from ddpm_lessons.training import DIGITS_RECIPE, TrainConfig
+    from ddpm_lessons.unet import UNetConfig
+
+    args.recipe = args.dataset in ("mnist", "fashion-mnist") and not args.super_resolution
+    defaults = {"train": vars(TrainConfig()), "model": vars(UNetConfig())}
+    for dest, (part, field) in RECIPE_OPTIONS.items():
+        if getattr(args, dest) is None:
+            recipe = DIGITS_RECIPE[part] if args.recipe else {}
+            setattr(args, dest, recipe.get(field, defaults[part][field]))
 
 
 def _labels_for(spec: str | None, n: int, num_classes: int | None) -> torch.Tensor | None:
@@ -327,15 +359,20 @@ def build_parser() -> argparse.ArgumentParser:
     from ddpm_lessons.schedules import SCHEDULE_KINDS, ScheduleConfig
     from ddpm_lessons.solvers import PRECISIONS, SAMPLERS
     from ddpm_lessons.training import LR_DECAYS, TrainConfig
-    from ddpm_lessons.unet import UNetConfig
 
-    train_defaults, net_defaults, schedule_defaults = TrainConfig(), UNetConfig(), ScheduleConfig()
+    train_defaults, schedule_defaults = TrainConfig(), ScheduleConfig()
     p = argparse.ArgumentParser(prog="ddpm-lessons", description="Train, sample and measure DDPMs.")
     sub = p.add_subparsers(dest="command", required=True)
 
     sub.add_parser("doctor", help="check Python, torch, device and data, and say how to fix what is missing")
 
-    t = sub.add_parser("train", help="train a U-Net (Algorithm 1), with checkpoints and --resume")
+    t = sub.add_parser(
+        "train",
+        help="train a U-Net (Algorithm 1), with checkpoints and --resume",
+        description="With --dataset mnist or fashion-mnist, every option of the network and the optimiser that is not "
+        "given comes from the project's recipe for digits (training.DIGITS_RECIPE, measured in benchmarks/README.md); "
+        "with --dataset folder or --super-resolution, from TrainConfig's and UNetConfig's defaults.",
+    )
     t.add_argument("--dataset", choices=["mnist", "fashion-mnist", "folder"], default="mnist")
     t.add_argument("--data", type=Path, help="image folder for --dataset folder")
     t.add_argument("--image-size", type=positive_int, default=64, help="for --dataset folder")
@@ -375,29 +412,29 @@ def build_parser() -> argparse.ArgumentParser:
     )
     t.add_argument("--sampling-steps", type=positive_int, default=None, help="its model evaluations (default 10)")
     t.add_argument("--guidance", type=nonnegative_float, default=None, help="its guidance weight (default 0)")
-    t.add_argument("--batch-size", type=positive_int, default=train_defaults.batch_size)
+    t.add_argument("--batch-size", type=positive_int, default=None)
     t.add_argument("--grad-accum", type=positive_int, default=train_defaults.grad_accum)
-    t.add_argument("--lr", type=positive_float, default=train_defaults.lr)
-    t.add_argument("--warmup", type=nonnegative_int, default=train_defaults.warmup_steps)
+    t.add_argument("--lr", type=positive_float, default=None)
+    t.add_argument("--warmup", type=nonnegative_int, default=None)
     t.add_argument(
         "--lr-decay",
         choices=LR_DECAYS,
-        default=train_defaults.lr_decay,
+        default=None,
         help="cosine: to 0 at --steps, or at --minutes",
     )
-    t.add_argument("--ema-decay", type=fraction, default=train_defaults.ema_decay)
+    t.add_argument("--ema-decay", type=fraction, default=None)
     t.add_argument("--label-dropout", type=fraction, default=train_defaults.label_dropout)
-    t.add_argument("--base-channels", type=positive_int, default=net_defaults.base_channels)
-    t.add_argument("--channel-mults", type=positive_int, nargs="+", default=list(net_defaults.channel_mults))
-    t.add_argument("--num-res-blocks", type=positive_int, default=net_defaults.num_res_blocks)
+    t.add_argument("--base-channels", type=positive_int, default=None)
+    t.add_argument("--channel-mults", type=positive_int, nargs="+", default=None)
+    t.add_argument("--num-res-blocks", type=positive_int, default=None)
     t.add_argument(
         "--attention",
         type=positive_int,
         nargs="*",
-        default=list(net_defaults.attention_resolutions),
+        default=None,
         help="resolutions with self-attention",
     )
-    t.add_argument("--dropout", type=fraction, default=net_defaults.dropout)
+    t.add_argument("--dropout", type=fraction, default=None)
     t.add_argument("--schedule", default=schedule_defaults.kind, choices=SCHEDULE_KINDS)
     t.add_argument("--T", type=positive_int, default=schedule_defaults.T)
     t.add_argument("--checkpoint-every", type=positive_int, default=train_defaults.checkpoint_every)

@@ -143,7 +143,10 @@ BAD_FILES_AND_COMBINATIONS = [
         ["sample", "--checkpoint", "{root}/run/model.safetensors", "--sampler", "ddim", "--steps", "2000"],
         "DDIM needs 1 <= steps <= T",
     ),
-    (["sample", "--checkpoint", "{root}/run/model.safetensors", "--steps", "2000"], "pass steps between 1 and 1000"),
+    (
+        ["sample", "--checkpoint", "{root}/run/model.safetensors", "--sampler", "dpmpp-2m", "--steps", "2000"],
+        "pass steps between 1 and 1000",
+    ),
     (["evaluate", "--samples", "{root}/missing.npz"], "no samples at"),
     (["evaluate", "--samples", "{root}/not.npz"], "it is not an .npz file, or it is truncated"),
     (["evaluate", "--samples", "{root}/no_images.npz"], "has no 'images' array (it has ['samples'])"),

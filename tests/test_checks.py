@@ -10,6 +10,7 @@ from ddpm_lessons import checks
 from ddpm_lessons.checks import CheckFailed
 from ddpm_lessons.forward import q_posterior, q_sample
 from ddpm_lessons.losses import normal_kl
+from ddpm_lessons.solvers import dpmpp_2m_step
 from ddpm_lessons.unet import NO_LABEL, ResBlock, timestep_embedding
 
 
@@ -350,6 +351,14 @@ def test_grad_accumulation(capsys):
 
 # ---- answers that match the numbers but break the next cell --------------------------------------
 # (check, a right answer): each known-wrong variant below is built from the right answer.
+def _score_from_eps(s, eps, t):
+    return -eps / (1 - s.alpha_bar[t].float()).sqrt().view(-1, 1, 1, 1)
+
+
+def _dpmpp_2m_step(s, xt, x0, x0_last, t, t_prev, t_last):
+    return dpmpp_2m_step(s, xt, x0, t, t_prev, x0_last, t_last)
+
+
 def _flow_matching_loss(model, x0, s, eps, y):
     s4 = s.view(-1, 1, 1, 1)
     return ((eps - x0) - model((1 - s4) * x0 + s4 * eps, 1000 * s, y)).pow(2).mean()
@@ -372,6 +381,8 @@ RIGHT_ANSWERS = {
     "grad_accumulation": (checks.check_grad_accumulation, _accumulate),
     "flow_matching_loss": (checks.check_flow_matching_loss, _flow_matching_loss),
     "euler_step": (checks.check_euler_step, lambda x, v, s, s_next: x + (s_next - s) * v),
+    "score_from_eps": (checks.check_score_from_eps, _score_from_eps),
+    "dpmpp_2m_step": (checks.check_dpmpp_2m_step, _dpmpp_2m_step),
 }
 RETURNS_A_VALUE = [name for name in RIGHT_ANSWERS if name not in ("training_loss", "grad_accumulation")]
 

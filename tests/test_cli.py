@@ -145,3 +145,21 @@ def test_a_flow_model_trains_for_minutes_and_samples_with_its_own_samplers(tmp_p
         args = ["sample", "--checkpoint", str(run / "model.safetensors"), "--n", "4", "--sampler", sampler]
         assert main([*args, "--steps", "3", "--guidance", "1", "--no-progress", "--out", str(path)]) == 0
         assert np.load(path)["images"].shape == (4, 28, 28)
+
+
+def test_bare_train_on_digits_is_the_recipe_and_a_flag_given_wins(tmp_path):
+    from ddpm_lessons.training import DIGITS_RECIPE
+
+    run = tmp_path / "recipe"
+    args = ["train", "--conditional", "--steps", "1", "--source", "bundled", "--no-progress"]
+    assert main([*args, "--out", str(run)]) == 0
+    record = json.loads((run / "model.json").read_text())
+    for field, value in DIGITS_RECIPE["model"].items():
+        assert record["model"][field] == (list(value) if isinstance(value, tuple) else value), field
+    for field, value in DIGITS_RECIPE["train"].items():
+        assert record["train"][field] == value, field
+    assert record["sampling"] == DIGITS_RECIPE["sampling"]
+    assert main([*args, "--base-channels", "8", "--lr", "1e-3", "--out", str(tmp_path / "told")]) == 0
+    told = json.loads((tmp_path / "told" / "model.json").read_text())
+    assert told["model"]["base_channels"] == 8 and told["train"]["lr"] == 1e-3
+    assert told["model"]["channel_mults"] == [1, 2, 4]  # the rest still from the recipe
