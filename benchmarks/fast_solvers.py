@@ -19,6 +19,7 @@ import argparse
 import datetime
 import inspect
 import json
+import os
 import platform
 import sys
 import time
@@ -83,6 +84,7 @@ def main() -> None:
         with open(args.json, "w") as f:
             json.dump({"command": "python benchmarks/fast_solvers.py " + " ".join(sys.argv[1:]),
                        "date": str(datetime.date.today()), "threads": torch.get_num_threads(),
+                       "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores, torch {torch.__version__}",
                        "model": args.model, "model_step": record["step"], "n": args.n, "guidance": args.guidance,
                        "precision": args.precision, "rows": table},
                       f, indent=1)  # fmt: skip
