@@ -114,7 +114,7 @@ def main() -> None:
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"command": "python benchmarks/flow_vs_eps.py " + " ".join(sys.argv[1:]),
-                       "date": str(datetime.date.today()), "parallel": args.parallel,
+                       "date": str(datetime.date.today()), "minutes": runs["eps"]["minutes"], "parallel": args.parallel,
                        "recipe": RECIPE, "runs": runs, "n": args.n, "guidance": args.guidance,
                        "precision": args.precision, "rows": rows},
                       f, indent=1)  # fmt: skip

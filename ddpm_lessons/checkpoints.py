@@ -24,7 +24,9 @@ import torch
 from ddpm_lessons import __version__
 from ddpm_lessons.autoencoder import Autoencoder, AutoencoderConfig
 from ddpm_lessons.data import REPO_DATA
+from ddpm_lessons.objectives import objective_of
 from ddpm_lessons.schedules import NoiseSchedule, ScheduleConfig  # noqa: F401 (ScheduleConfig: re-exported)
+from ddpm_lessons.solvers import SamplingConfig, check_sampler
 from ddpm_lessons.unet import UNet, UNetConfig
 
 PRETRAINED_DIR = REPO_DATA / "checkpoints"
@@ -32,8 +34,10 @@ PRETRAINED_MNIST = PRETRAINED_DIR / "mnist_conditional.safetensors"  # see data/
 PRETRAINED_SR7 = PRETRAINED_DIR / "mnist_sr7.safetensors"  # super-resolution 7x7 -> 28x28 (lesson 07)
 PRETRAINED_AUTOENCODER = PRETRAINED_DIR / "digits_autoencoder.safetensors"  # lesson 08 (load_autoencoder)
 PRETRAINED_LATENT_TEXT = PRETRAINED_DIR / "latent_text.safetensors"  # lesson 08, on that autoencoder's latents
+PRETRAINED_FLOW = PRETRAINED_DIR / "mnist_flow.safetensors"  # class-conditional flow matching (lesson 11)
 # The shipped U-Nets, by name, for load_pretrained (the autoencoder, not a U-Net, loads with load_autoencoder).
-PRETRAINED = {"mnist_conditional": PRETRAINED_MNIST, "mnist_sr7": PRETRAINED_SR7, "latent_text": PRETRAINED_LATENT_TEXT}
+PRETRAINED = {"mnist_conditional": PRETRAINED_MNIST, "mnist_sr7": PRETRAINED_SR7, "latent_text": PRETRAINED_LATENT_TEXT,
+              "mnist_flow": PRETRAINED_FLOW}  # fmt: skip
 
 
 class ConfigMismatch(ValueError):
@@ -152,6 +156,23 @@ def export_model(path: Path, model: torch.nn.Module, record: dict) -> None:
     tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     atomic_write(path, lambda tmp: save_file(tensors, str(tmp), metadata={"record": json.dumps(record)}))
     write_json(Path(path).with_suffix(".json"), record)
+
+
+def record_sampling(path: str | Path, sampler: str, steps: int, guidance: float) -> dict:
+    """Write into an exported model's record (its metadata and the .json beside it) the sampling setting it was
+    measured with, which `sample` then uses by default; the weights are rewritten unchanged. Returns the record."""
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    meta, weights = read_safetensors(path, "Export it again, or point at another model")
+    if "record" not in meta:
+        raise ValueError(f"{path} has no ddpm_lessons config record; it was not written by export_model")
+    record = json.loads(meta["record"])
+    check_sampler(sampler, objective_of(record))
+    record["sampling"] = asdict(SamplingConfig(sampler, int(steps), float(guidance)))
+    atomic_write(path, lambda tmp: save_file(weights, str(tmp), metadata={"record": json.dumps(record)}))
+    write_json(path.with_suffix(".json"), record)
+    return record
 
 
 def read_safetensors(path: Path, fix: str) -> tuple[dict, dict[str, torch.Tensor]]:

@@ -4,6 +4,7 @@ import json
 
 import numpy as np
 import pytest
+import torch
 
 from ddpm_lessons.cli import main
 
@@ -163,3 +164,21 @@ def test_bare_train_on_digits_is_the_recipe_and_a_flag_given_wins(tmp_path):
     told = json.loads((tmp_path / "told" / "model.json").read_text())
     assert told["model"]["base_channels"] == 8 and told["train"]["lr"] == 1e-3
     assert told["model"]["channel_mults"] == [1, 2, 4]  # the rest still from the recipe
+
+
+def test_record_sampling_writes_the_measured_setting_and_keeps_the_weights(tmp_path):
+    from safetensors.torch import load_file
+
+    from ddpm_lessons.checkpoints import record_sampling
+
+    run = tmp_path / "run"
+    assert main(["train", "--conditional", "--steps", "1", "--out", str(run), *TINY_ARGS]) == 0
+    model = run / "model.safetensors"
+    before = load_file(str(model))
+    record = record_sampling(model, "dpmpp-2m", 7, 0.3)
+    assert record["sampling"] == {"sampler": "dpmpp-2m", "steps": 7, "guidance": 0.3}
+    assert json.loads((run / "model.json").read_text())["sampling"] == record["sampling"]
+    after = load_file(str(model))
+    assert before.keys() == after.keys() and all(torch.equal(before[k], after[k]) for k in before)
+    with pytest.raises(ValueError, match="sampler 'euler' does not fit a model trained with objective 'eps'"):
+        record_sampling(model, "euler", 10, 0.0)
