@@ -64,3 +64,23 @@ def test_the_latent_text_model_follows_its_prompt():
     thick, thin = (generate(model, schedule, ae, [f"a {w} seven"] * 20, steps=10, seed=0) for w in ("thick", "thin"))
     assert measure(thick)["thickness"].median() > measure(thin)["thickness"].median() + 1.0  # pixels of stroke
     assert conditional_accuracy(torch.cat([thick, thin]), torch.full((40,), 7)) >= 0.8
+
+
+@torch.no_grad()
+def test_the_flow_model_is_a_flow_model_that_draws_the_digits_asked_for():
+    """Lesson 11's shipped model: at most 8 MB, its record says flow and carries the measured sampling setting,
+    its log is its run, and ten Euler steps draw the digits asked for (an untrained velocity gives noise)."""
+    from ddpm_lessons.checkpoints import PRETRAINED_FLOW
+    from ddpm_lessons.flow import sample_flow
+    from ddpm_lessons.objectives import objective_of
+
+    assert PRETRAINED_FLOW.stat().st_size <= 8 * 2**20
+    model, _, record = load_pretrained(name="mnist_flow")
+    assert record == json.loads(PRETRAINED_FLOW.with_suffix(".json").read_text())  # metadata == the .json
+    assert objective_of(record) == "flow" and record["train"]["label_dropout"] > 0
+    assert record["sampling"] == {"sampler": "heun", "steps": 20, "guidance": 0.05}  # data/checkpoints/README.md
+    log = [json.loads(line) for line in (PRETRAINED_DIR / "mnist_flow_train_log.jsonl").read_text().splitlines()]
+    assert log[-1]["step"] == record["step"] and 0 <= record["train_seconds"] - 60 * record["train"]["minutes"] < 60
+    y = torch.arange(20) % 10
+    x = sample_flow(model, (20, 1, 28, 28), steps=10, y=y, generator=torch.Generator().manual_seed(0))
+    assert conditional_accuracy(x.clamp(-1, 1), y) >= 0.8
