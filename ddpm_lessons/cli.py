@@ -465,7 +465,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--precision",
         choices=PRECISIONS,
         default="fp32",
-        help="bf16: the network in bfloat16 (about 3x as fast on CPUs with AVX512-BF16, slower on others)",
+        help="bf16: the network in bfloat16 (about twice as fast on CPUs with AVX512-BF16, slower on others)",
     )
     s.add_argument("--guidance", type=nonnegative_float, default=None, help="default: the checkpoint record's")
     s.add_argument("--seed", type=nonnegative_int, default=0)

@@ -327,8 +327,9 @@ def sample_in_batches(
             flow model "euler" or "heun" over the flow time (``steps`` model evaluations).
         spacing: the timestep spacing of "dpmpp-2m" and "heun" (``SPACINGS``; None: each solver's default).
         precision: "fp32", or "bf16" to run the network (not the sampler's arithmetic) in bfloat16 under
-            ``torch.autocast``: on a CPU with AVX512-BF16 about 3x as fast, a relative difference of the
-            network's output of about 0.3% (benchmarks/README.md); on other CPUs it can be slower.
+            ``torch.autocast``: on a CPU with AVX512-BF16 about twice as fast, with the same accuracy and Frechet
+            distance to the second decimal (benchmarks/README.md, "Few model evaluations"); on other CPUs it can
+            be slower.
 
     Returns:
         (n, C, H, W) float samples in [-1, 1] on the CPU.
