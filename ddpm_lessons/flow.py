@@ -141,7 +141,8 @@ def sample_flow(
         grid, n_heun = flow_timesteps(steps // 2 + 1), (steps - 1) // 2
     else:
         grid, n_heun = flow_timesteps(steps), 0
-    heun_steps = range(len(grid) - 1 - n_heun - 1, len(grid) - 2)  # the steps before the last one, after any Euler
+    last = len(grid) - 2  # the index of the last step, an Euler step into s = 0
+    heun_steps = range(last - n_heun, last)  # the n_heun steps before it (after an Euler first step, if any)
     x = draw_x_T(shape, generator, device, dtype, x_T)
     trajectory = [x.cpu()] if return_trajectory else None
     clock = TimeEstimate(f"flow sampling ({method})", steps, unit="network call")

@@ -13,7 +13,8 @@ case), so x_hat - mu grows like sqrt(std^2 + sigma^2), and between alpha_bar val
 
     x_{t'} = sqrt(ab') mu + (x_t - sqrt(ab) mu) sqrt((ab' std^2 + 1 - ab') / (ab std^2 + 1 - ab))
 
-It depends on alpha_bar only, so a solver's error against it is its discretisation error alone.
+It depends on alpha_bar only, so a solver's error against it is its discretisation error alone, and
+:func:`convergence_order` reads a solver's order from those errors.
 """
 
 from __future__ import annotations
@@ -44,3 +45,14 @@ def exact_flow(x: torch.Tensor, ab_from: float, ab_to: float, mu: float, std: fl
     (module docstring). x: any shape. Returns the same shape."""
     ratio = (ab_to * std**2 + 1 - ab_to) / (ab_from * std**2 + 1 - ab_from)
     return ab_to**0.5 * mu + (x - ab_from**0.5 * mu) * ratio**0.5
+
+
+def convergence_order(counts: list[int], errors: list[float]) -> float:
+    """The order p of a solver whose error falls like K^-p in the number of model evaluations K: the least-squares
+    slope of -log(error) against log(K) over the given counts."""
+    if len(counts) != len(errors) or len(counts) < 2:
+        raise ValueError("convergence_order needs at least two (count, error) pairs, as many counts as errors")
+    x = torch.tensor(counts, dtype=torch.float64).log()
+    y = torch.tensor(errors, dtype=torch.float64).log()
+    x = x - x.mean()
+    return -float((x * (y - y.mean())).sum() / (x * x).sum())

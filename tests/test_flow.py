@@ -29,6 +29,7 @@ from ddpm_lessons.flow import (
     sample_flow,
     velocity,
 )
+from ddpm_lessons.gaussian import convergence_order
 
 MU, STD = 0.3, 0.5  # data: every pixel ~ N(MU, STD^2), independent
 
@@ -131,14 +132,6 @@ def test_the_exact_transport_solves_the_ode_and_maps_noise_to_data():
     assert torch.allclose(exact_transport(exact_transport(x1, 1.0, 0.4), 0.4, 0.0), exact_transport(x1, 1.0, 0.0))
 
 
-def _order(counts, errors):
-    """Least-squares slope of -log(error) against log(model evaluations)."""
-    x = torch.tensor(counts, dtype=torch.float64).log()
-    y = torch.tensor(errors, dtype=torch.float64).log()
-    x = x - x.mean()
-    return -float((x * (y - y.mean())).sum() / (x * x).sum())
-
-
 @pytest.mark.parametrize(
     "method, counts, order",
     [
@@ -156,7 +149,7 @@ def test_convergence_order_to_the_exact_transport(method, counts, order):
         x0 = sample_flow(gaussian_velocity_model, x1.shape, steps=n, method=method, x_T=x1, dtype=torch.float64)
         errors.append((x0 - want).abs().max().item())
     assert errors == sorted(errors, reverse=True)
-    assert _order(counts, errors) == pytest.approx(order, abs=0.25), f"{method}: errors {errors}"
+    assert convergence_order(counts, errors) == pytest.approx(order, abs=0.25), f"{method}: errors {errors}"
 
 
 def test_heun_beats_euler_at_the_same_cost():

@@ -42,6 +42,14 @@ def exact_flow(x, ab_from, ab_to):
     return gaussian.exact_flow(x, ab_from, ab_to, MU, STD)
 
 
+def test_convergence_order_reads_a_power_law():
+    counts = [10, 20, 40, 80]
+    for p in (1.0, 2.0, 1.5):
+        assert gaussian.convergence_order(counts, [3.0 * k**-p for k in counts]) == pytest.approx(p, abs=1e-12)
+    with pytest.raises(ValueError, match="at least two"):
+        gaussian.convergence_order([10], [0.1])
+
+
 def test_the_exact_eps_is_the_regression_of_eps_on_x_t():
     """Monte Carlo: draw (x0, eps), form x_t, and fit eps = a x_t + b by least squares; E[eps | x_t] is linear."""
     g = torch.Generator().manual_seed(0)
@@ -89,14 +97,6 @@ def last_visited(name, schedule, n, spacing):
     return heun_timesteps(schedule, n, spacing)[0][-2]
 
 
-def _order(counts, errors):
-    """Least-squares slope of -log(error) against log(model evaluations)."""
-    x = torch.tensor(counts, dtype=torch.float64).log()
-    y = torch.tensor(errors, dtype=torch.float64).log()
-    x = x - x.mean()
-    return -float((x * (y - y.mean())).sum() / (x * x).sum())
-
-
 @pytest.mark.parametrize(
     "schedule_name, spacing, counts",
     [
@@ -124,7 +124,7 @@ def test_convergence_order_on_gaussian_data(schedule_name, spacing, counts):
             t_last = last_visited(name, s, n, spacing)
             want = exact_flow(x_T, s.alpha_bar[-1].item(), s.alpha_bar[t_last].item())  # the last visited step
             errors.append((traj[-2] - want).abs().max().item())
-        orders[name] = _order(counts, errors)
+        orders[name] = gaussian.convergence_order(counts, errors)
         print(f"{schedule_name} ({spacing or 'default'} spacing): {name} errors {[f'{e:.2e}' for e in errors]} at "
               f"{counts} evaluations, order {orders[name]:.2f}")  # fmt: skip
         assert errors == sorted(errors, reverse=True)
@@ -154,9 +154,9 @@ def test_on_the_linear_schedule_the_default_spacings_make_few_evaluations_accura
     counts = [10, 20, 40, 80]
     errors = [error("heun", n, "karras") for n in counts]
     print(
-        f"Heun, Karras spacing: errors {[f'{e:.2e}' for e in errors]} at {counts}, order {_order(counts, errors):.2f}"
+        f"Heun, Karras spacing: errors {[f'{e:.2e}' for e in errors]} at {counts}, order {gaussian.convergence_order(counts, errors):.2f}"
     )
-    assert _order(counts, errors) == pytest.approx(2.0, abs=0.25)
+    assert gaussian.convergence_order(counts, errors) == pytest.approx(2.0, abs=0.25)
 
 
 def test_dpmpp_2m_step_has_third_order_local_error():
