@@ -76,6 +76,9 @@ def cmd_train(args) -> int:
         steps=args.steps,
         minutes=args.minutes or 0.0,
         objective=args.objective,
+        loss_weighting=args.loss_weighting,
+        min_snr_gamma=args.min_snr_gamma,
+        cpu_bf16=args.precision == "bf16",
         batch_size=args.batch_size,
         grad_accum=args.grad_accum,
         lr=args.lr,
@@ -92,7 +95,7 @@ def cmd_train(args) -> int:
     )
     schedule_config = ScheduleConfig(kind=args.schedule, T=args.T)
     sampling = default_sampling(args.objective)
-    if args.recipe and args.objective == "eps":  # the setting the recipe was measured with
+    if args.recipe and args.objective == DIGITS_RECIPE["train"].get("objective", "eps"):  # the recipe's measured one
         sampling = SamplingConfig(**DIGITS_RECIPE["sampling"])
     sampling = SamplingConfig(args.sampler or sampling.sampler, args.sampling_steps or sampling.steps,
                               sampling.guidance if args.guidance is None else args.guidance)  # fmt: skip
@@ -130,6 +133,10 @@ def cmd_train(args) -> int:
 
 # `train` options the MNIST recipe sets when they are not given: option dest -> (recipe part, field).
 RECIPE_OPTIONS = {
+    "objective": ("train", "objective"),
+    "loss_weighting": ("train", "loss_weighting"),
+    "min_snr_gamma": ("train", "min_snr_gamma"),
+    "precision": ("train", "cpu_bf16"),
     "batch_size": ("train", "batch_size"),
     "lr": ("train", "lr"),
     "lr_decay": ("train", "lr_decay"),
@@ -155,6 +162,8 @@ def _fill_from_recipe(args) -> None:
         if getattr(args, dest) is None:
             recipe = DIGITS_RECIPE[part] if args.recipe else {}
             setattr(args, dest, recipe.get(field, defaults[part][field]))
+    if isinstance(args.precision, bool):  # TrainConfig.cpu_bf16 as the option's value
+        args.precision = "bf16" if args.precision else "fp32"
 
 
 def _labels_for(spec: str | None, n: int, num_classes: int | None) -> torch.Tensor | None:
@@ -175,7 +184,7 @@ def cmd_sample(args) -> int:
     from ddpm_lessons.checkpoints import load_model
     from ddpm_lessons.data import to_uint8
     from ddpm_lessons.objectives import objective_of
-    from ddpm_lessons.solvers import SAMPLERS_FOR, check_sampler, sample_in_batches
+    from ddpm_lessons.solvers import SAMPLERS_FOR, check_sampler, native_bf16, sample_in_batches
     from ddpm_lessons.utils import get_device
 
     out = Path(args.out)
@@ -194,6 +203,11 @@ def cmd_sample(args) -> int:
     if untold and not args.no_progress:
         print(f"sampling with {args.sampler}, {args.steps} model evaluations, guidance {args.guidance:g} "
               f"({', '.join(untold)} from the checkpoint's record; override with --{' --'.join(untold)})")  # fmt: skip
+    if args.precision == "auto":
+        args.precision = "bf16" if native_bf16(device) else "fp32"
+        if args.precision == "bf16" and not args.no_progress:
+            print("the network runs in bfloat16: this CPU computes it natively, about twice as fast as float32 at the "
+                  "same measured quality (--precision fp32 for float32)")  # fmt: skip
     check_sampler(args.sampler, objective)  # before any work: a sampler that does not fit names the ones that do
     cfg = model.config
     if cfg.cond_channels:
@@ -355,7 +369,7 @@ def fraction(text: str) -> float:
 def build_parser() -> argparse.ArgumentParser:
     """The parser. Defaults and choices come from the package (TrainConfig, UNetConfig, ScheduleConfig,
     the schedule kinds), so the command line and Python agree."""
-    from ddpm_lessons.objectives import OBJECTIVES
+    from ddpm_lessons.objectives import LOSS_WEIGHTINGS, OBJECTIVES
     from ddpm_lessons.schedules import SCHEDULE_KINDS, ScheduleConfig
     from ddpm_lessons.solvers import PRECISIONS, SAMPLERS
     from ddpm_lessons.training import LR_DECAYS, TrainConfig
@@ -401,8 +415,21 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument(
         "--objective",
         choices=OBJECTIVES,
-        default=train_defaults.objective,
+        default=None,
         help="what the network predicts: eps (Ho et al.), x0, v, or flow (flow matching's velocity)",
+    )
+    t.add_argument(
+        "--loss-weighting",
+        choices=LOSS_WEIGHTINGS,
+        default=None,
+        help="none: L_simple; min-snr: min-SNR-gamma (Hang et al. 2023), for eps, x0 and v",
+    )
+    t.add_argument("--min-snr-gamma", type=positive_float, default=None, help="the gamma of min-snr (default 5)")
+    t.add_argument(
+        "--precision",
+        choices=PRECISIONS,
+        default=None,
+        help="bf16: the training forward pass in bfloat16 on a CPU (on CUDA mixed precision is on unless --no-amp)",
     )
     t.add_argument(
         "--sampler",
@@ -463,9 +490,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--eta", type=nonnegative_float, default=0.0)
     s.add_argument(
         "--precision",
-        choices=PRECISIONS,
-        default="fp32",
-        help="bf16: the network in bfloat16 (about twice as fast on CPUs with AVX512-BF16, slower on others)",
+        choices=("auto", *PRECISIONS),
+        default="auto",
+        help="bf16: the network in bfloat16 (about twice as fast on CPUs with AVX512-BF16 or AMX, slower on others); "
+        "auto: bf16 on such a CPU, else fp32",
     )
     s.add_argument("--guidance", type=nonnegative_float, default=None, help="default: the checkpoint record's")
     s.add_argument("--seed", type=nonnegative_int, default=0)

@@ -29,6 +29,9 @@ PREDICTIONS = ("eps", "x0", "v", "velocity")
 # What a network can be trained on (TrainConfig.objective, `train --objective`): eps, x0 or v on the schedule's
 # x_t, or "flow": the velocity on the straight path x_s = (1 - s) x0 + s eps over continuous s (see ``flow``).
 OBJECTIVES = ("eps", "x0", "v", "flow")
+# How the per-example losses of eps, x0 and v are weighted over t (TrainConfig.loss_weighting): "none" is Ho et al.'s
+# L_simple (Eq. 14 for eps); "min-snr" is min-SNR-gamma (Hang et al. 2023), see :func:`min_snr_weight`.
+LOSS_WEIGHTINGS = ("none", "min-snr")
 
 
 def objective_of(record: dict) -> str:
@@ -73,6 +76,34 @@ def prediction_target(
     if kind == "v":
         return a * eps - b * x0  # Salimans & Ho 2022, Sec. 4
     return eps - x0  # d x_s / d s of x_s = (1 - s) x0 + s eps (Lipman et al. 2023; Liu et al. 2023)
+
+
+def min_snr_weight(schedule: NoiseSchedule, t: torch.Tensor, kind: str, gamma: float = 5.0) -> torch.Tensor:
+    """The min-SNR-gamma loss weight (Hang et al. 2023) of each example, for a network that predicts ``kind``.
+
+    Hang et al. weight the error in x0 by min(SNR_t, gamma), SNR_t = alpha_bar_t / (1 - alpha_bar_t): the easy,
+    nearly clean steps stop dominating the gradient. A network trained on another target sees its own error,
+    which is the x0 error times a known factor (from :func:`x0_eps_from_prediction`, with a^2 + b^2 = 1):
+
+        eps: x0 - x0_hat = -(b / a) (eps - eps_hat),  |eps err|^2 = SNR |x0 err|^2,  weight min(SNR, gamma) / SNR
+        x0:                                                                          weight min(SNR, gamma)
+        v:   x0 - x0_hat = -b (v - v_hat),  |v err|^2 = (SNR + 1) |x0 err|^2,  weight min(SNR, gamma) / (SNR + 1)
+
+    so that weight * |own error|^2 = min(SNR, gamma) |x0 err|^2 whatever the target. t: (B,) 0-indexed steps.
+    Returns (B,).
+    """
+    if kind not in ("eps", "x0", "v"):
+        raise ValueError(f"min_snr_weight: min-SNR weighting is defined for the eps, x0 and v objectives, not {kind!r}")
+    if not gamma > 0:
+        raise ValueError(f"min_snr_weight: gamma must be positive, got {gamma!r} (Hang et al. use 5)")
+    t = schedule.check_t(t, "min_snr_weight")
+    snr = schedule.snr.to(t.device)[t]
+    clipped = snr.clamp(max=gamma)  # min(SNR, gamma)
+    if kind == "eps":
+        return clipped / snr
+    if kind == "x0":
+        return clipped
+    return clipped / (snr + 1.0)
 
 
 def x0_eps_from_prediction(

@@ -288,6 +288,15 @@ def check_sampler(sampler: str, objective: str) -> None:
 PRECISIONS = ("fp32", "bf16")  # what sample_in_batches (and `sample --precision`) accepts
 
 
+def native_bf16(device: torch.device | str = "cpu") -> bool:
+    """Whether ``device`` is a CPU that computes in bfloat16 natively (AVX512-BF16 or AMX), where bf16 sampling is
+    about twice as fast as float32; elsewhere (older CPUs, GPUs here) `sample --precision auto` keeps float32."""
+    if torch.device(device).type != "cpu":
+        return False
+    probes = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")  # private in torch.cpu; absent: not native
+    return any(getattr(torch.cpu, name, lambda: False)() for name in probes)
+
+
 def in_bfloat16(model: Callable[..., torch.Tensor]) -> Callable[..., torch.Tensor]:
     """The model run under ``torch.autocast`` in bfloat16 on its input's device, its output back in float32."""
 

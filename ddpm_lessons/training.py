@@ -29,7 +29,7 @@ from ddpm_lessons.distributed import init_from_env
 from ddpm_lessons.eps_model import NO_LABEL
 from ddpm_lessons.flow import flow_matching_loss, sample_flow
 from ddpm_lessons.forward import check_x0, q_sample
-from ddpm_lessons.objectives import OBJECTIVES, as_eps_model, prediction_target
+from ddpm_lessons.objectives import LOSS_WEIGHTINGS, OBJECTIVES, as_eps_model, min_snr_weight, prediction_target
 from ddpm_lessons.runs import RunLog, StopOnSignal, capture_state, restore_state
 from ddpm_lessons.samplers import sample_ddim
 from ddpm_lessons.solvers import SamplingConfig, check_sampler, default_sampling
@@ -59,6 +59,8 @@ class TrainConfig:
     steps: int = 10_000  # optimiser steps in total (a resumed run continues up to this)
     minutes: float = 0.0  # a wall-clock budget: stop after this many minutes of training (0: none; see train())
     objective: str = "eps"  # what the network predicts: eps, x0 or v on the schedule's x_t, or "flow" (see flow)
+    loss_weighting: str = "none"  # "none" (L_simple) or "min-snr" (Hang et al. 2023; eps, x0, v): LOSS_WEIGHTINGS
+    min_snr_gamma: float = 5.0  # the gamma of "min-snr"
     batch_size: int = 128  # images per micro-batch
     grad_accum: int = 1  # micro-batches per optimiser step
     lr: float = 2e-4  # peak learning rate of AdamW
@@ -68,7 +70,8 @@ class TrainConfig:
     grad_clip: float = 1.0  # max global gradient norm; 0 disables
     ema_decay: float = 0.9999  # EMA decay, warmed up as min(decay, (1 + step) / (10 + step))
     label_dropout: float = 0.1  # share of labels replaced by "no label" (classifier-free guidance)
-    amp: bool = True  # mixed precision on CUDA (bf16 where supported, else fp16); ignored on CPU
+    amp: bool = True  # mixed precision on CUDA (bf16 where supported, else fp16); on a CPU see cpu_bf16
+    cpu_bf16: bool = False  # on a CPU, run the network's forward pass in bfloat16 under torch.autocast
     compile: bool = False  # torch.compile the model
     checkpoint_every: int = 1000  # steps between checkpoints
     sample_every: int = 0  # steps between sample grids (0: never)
@@ -146,6 +149,12 @@ class Trainer:
             raise ValueError(f"objective must be one of {', '.join(OBJECTIVES)}, got {train_config.objective!r}")
         self.sampling = sampling or default_sampling(train_config.objective)  # what the record tells `sample`
         check_sampler(self.sampling.sampler, train_config.objective)
+        if train_config.loss_weighting not in LOSS_WEIGHTINGS:
+            raise ValueError(f"loss_weighting must be one of {', '.join(LOSS_WEIGHTINGS)}, got "
+                             f"{train_config.loss_weighting!r}")  # fmt: skip
+        if train_config.loss_weighting == "min-snr" and train_config.objective == "flow":
+            raise ValueError("loss_weighting 'min-snr' is defined for the eps, x0 and v objectives; "
+                             "train the flow objective with loss_weighting 'none'")  # fmt: skip
         if not train_config.minutes >= 0:
             raise ValueError(f"minutes must be 0 (no budget) or a positive number, got {train_config.minutes!r}")
         self.schedule_config = schedule_config or ScheduleConfig()
@@ -210,6 +219,8 @@ class Trainer:
         self.labels = None if labels is None or not conditional else labels.to(self.device)  # (N,) or tokens (N, L)
 
     def _amp_dtype(self):
+        if self.device.type == "cpu" and self.config.cpu_bf16:
+            return torch.bfloat16
         if not (self.config.amp and self.device.type == "cuda"):
             return None
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
@@ -278,14 +289,18 @@ class Trainer:
         cond = None if self.condition is None else self.condition(x0)  # e.g. SR3: the upsampled low-res x0
 
         def network(x: torch.Tensor, t_in: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
-            with torch.autocast("cuda", dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
+            with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
                 return self.eps_theta(x, t_in, labels, cond).float()
 
         if objective == "flow":
             return flow_matching_loss(network, x0, t, eps, y)  # || (eps - x0) - v_theta(x_s, s) ||^2
         xt = q_sample(self.schedule, x0, t, noise=eps)  # Eq. (4)
         target = prediction_target(self.schedule, x0, eps, t, objective)  # eps for Ho et al.; x0 or v
-        return ((target - network(xt, t, y)) ** 2).mean()  # line 5: || eps - eps_theta ||^2 (Eq. 14) for eps
+        if self.config.loss_weighting == "none":
+            return ((target - network(xt, t, y)) ** 2).mean()  # line 5: || eps - eps_theta ||^2 (Eq. 14) for eps
+        per_example = ((target - network(xt, t, y)) ** 2).flatten(1).mean(1)
+        weight = min_snr_weight(self.schedule, t, objective, self.config.min_snr_gamma)  # Hang et al. 2023
+        return (weight * per_example).mean()
 
     def lr_at(self, step: int, progress: float | None = None) -> float:
         """This run's :func:`learning_rate` at ``step``."""

@@ -182,3 +182,22 @@ def test_record_sampling_writes_the_measured_setting_and_keeps_the_weights(tmp_p
     assert before.keys() == after.keys() and all(torch.equal(before[k], after[k]) for k in before)
     with pytest.raises(ValueError, match="sampler 'euler' does not fit a model trained with objective 'eps'"):
         record_sampling(model, "euler", 10, 0.0)
+
+
+def test_sample_precision_auto_is_bf16_only_on_a_cpu_that_computes_it_natively(run_dir, tmp_path, capsys, monkeypatch):
+    from ddpm_lessons import solvers
+
+    args = ["sample", "--checkpoint", str(run_dir / "model.safetensors"), "--n", "4", "--steps", "3", "--seed", "1"]
+    results = {}
+    for native in (False, True):
+        for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported"):
+            monkeypatch.setattr(torch.cpu, name, lambda native=native: native, raising=False)
+        assert solvers.native_bf16("cpu") is native and solvers.native_bf16("meta") is False
+        assert main([*args, "--out", str(tmp_path / f"auto{native}.npz")]) == 0
+        said = capsys.readouterr().out
+        assert ("runs in bfloat16" in said) is native
+        results[native] = np.load(tmp_path / f"auto{native}.npz")["images"]
+    for precision in ("fp32", "bf16"):
+        assert main([*args, "--precision", precision, "--no-progress", "--out", str(tmp_path / f"{precision}.npz")]) == 0
+    assert np.array_equal(results[False], np.load(tmp_path / "fp32.npz")["images"])  # auto on an older CPU: float32
+    assert np.array_equal(results[True], np.load(tmp_path / "bf16.npz")["images"])  # auto on a native one: bf16

@@ -132,3 +132,26 @@ def test_bad_input_names_the_fix():
         x0_eps_from_prediction(s, x, 5, torch.zeros(2, 1, 2, 3), "v")
     with pytest.raises(ValueError, match=r"must lie in \[0, 1\]"):
         flow_to_vp(x, 1.5)
+
+
+def test_min_snr_weight_in_closed_form_on_both_sides_of_gamma():
+    """Below gamma the weights are those of the x0 error itself: 1 for eps, SNR for x0, alpha_bar for v
+    (SNR / (SNR + 1)); above it the x0 weight is gamma, and the others follow by the same factors."""
+    from ddpm_lessons.objectives import min_snr_weight
+
+    schedule = NoiseSchedule.make("linear", 1000)
+    t = torch.arange(1000)
+    snr, ab = schedule.snr, schedule.alpha_bar
+    low = snr < 5.0
+    assert low.any() and (~low).any()
+    torch.testing.assert_close(min_snr_weight(schedule, t, "eps")[low], torch.ones(int(low.sum()), dtype=snr.dtype))
+    torch.testing.assert_close(min_snr_weight(schedule, t, "x0")[low], snr[low])
+    torch.testing.assert_close(min_snr_weight(schedule, t, "v")[low], ab[low])
+    torch.testing.assert_close(min_snr_weight(schedule, t, "x0")[~low], torch.full((int((~low).sum()),), 5.0,
+                                                                                      dtype=snr.dtype))  # fmt: skip
+    torch.testing.assert_close(min_snr_weight(schedule, t, "eps")[~low], 5.0 / snr[~low])
+    torch.testing.assert_close(min_snr_weight(schedule, t, "v")[~low], 5.0 * (1 - ab[~low]))
+    with pytest.raises(ValueError, match="eps, x0 and v objectives, not 'flow'"):
+        min_snr_weight(schedule, t, "flow")
+    with pytest.raises(ValueError, match="gamma must be positive"):
+        min_snr_weight(schedule, t, "eps", gamma=0.0)
