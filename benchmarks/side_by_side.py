@@ -1,0 +1,117 @@
+"""The project's MNIST recipe side by side with the recipes a user would otherwise pick, for the same minutes on the
+same cores, each sampled as its authors do and scored by the same metric (benchmarks/README.md, "Side by side").
+
+    python -u benchmarks/side_by_side.py --minutes 10 --out runs/side_by_side
+
+The project's recipe runs as a user runs it: ``train --dataset mnist --source bundled --conditional --minutes M``,
+then ``sample --n 2000 --labels balanced`` with no sampling options (the checkpoint's record carries them), each a
+command of its own, so the sampling time includes loading. The others (``other_recipes.py``) train in this process on
+the same bundled digits for the same minutes. Their samplers take hundreds of network calls per sample, so they are
+scored on fewer samples (``--n-other``; the distance's floor is drawn at the same count, and the project's samples
+are scored again at the HF course's count), and their seconds per 1,000 samples are those of the n drawn, scaled.
+Prints one JSON line per recipe and weight, then a table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).parent))
+from other_recipes import BUILD, RECIPES  # noqa: E402
+
+from ddpm_lessons.data import load_mnist, to_uint8  # noqa: E402
+from ddpm_lessons.metrics import evaluate_samples  # noqa: E402
+
+p = argparse.ArgumentParser()
+p.add_argument("--minutes", type=float, default=10.0)
+p.add_argument("--n", type=int, default=2000, help="samples of the project's recipe")
+p.add_argument("--n-other", type=int, nargs=2, default=[20, 100], metavar=("TEAPEARCE", "HF_COURSE"),
+               help="samples of the other recipes (their samplers call the network 400 and 1,000 times)")  # fmt: skip
+p.add_argument("--recipes", nargs="+", default=["ours", *RECIPES], choices=["ours", *RECIPES])
+p.add_argument("--guidance", type=float, nargs="*", default=None,
+               help="override the published weights of the other recipes (default: all of them)")  # fmt: skip
+p.add_argument("--out", default="runs/side_by_side")
+args = p.parse_args()
+out = Path(args.out)
+out.mkdir(parents=True, exist_ok=True)
+rows = []
+
+
+def score(images01: torch.Tensor, labels: torch.Tensor, **extra) -> dict:
+    metrics = evaluate_samples(images01, labels)
+    metrics.update(extra)
+    print(json.dumps(metrics), flush=True)
+    rows.append(metrics)
+    return metrics
+
+
+def ours() -> None:
+    run = out / "ours"
+    cli = [sys.executable, "-m", "ddpm_lessons"]
+    train = [*cli, "train", "--dataset", "mnist", "--source", "bundled", "--conditional", "--minutes",
+             str(args.minutes), "--out", str(run)]  # fmt: skip
+    if not (run / "model.safetensors").exists():
+        subprocess.run(train, check=True)
+    record = json.loads((run / "model.json").read_text())
+    samples = run / "samples.npz"
+    start = time.perf_counter()
+    subprocess.run([*cli, "sample", "--checkpoint", str(run / "model.safetensors"), "--n", str(args.n), "--labels",
+                    "balanced", "--seed", "0", "--out", str(samples)], check=True)  # fmt: skip
+    seconds = time.perf_counter() - start
+    data = np.load(samples)
+    images, labels = torch.from_numpy(data["images"]), torch.from_numpy(data["labels"])
+    common = dict(recipe="ours (train --dataset mnist --conditional)", steps=record["step"], train_minutes=args.minutes,
+                  sampling_seconds_per_1000=round(seconds * 1000 / args.n, 1), command=" ".join(train[1:]))  # fmt: skip
+    score(images, labels, **common)
+    if args.n > 100:  # the same samples at the other recipes' count, so the rows compare at one n
+        score(images[: args.n_other[1]], labels[: args.n_other[1]], **common)
+
+
+def other(name: str, n: int) -> None:
+    recipe = BUILD[name]()
+    x, y = load_mnist("train", source="bundled")
+    gen = torch.Generator().manual_seed(0)
+    start, steps, seen, loss = time.perf_counter(), 0, 0, float("nan")
+    while time.perf_counter() - start < args.minutes * 60:
+        idx = torch.randint(len(x), (recipe.batch_size,), generator=gen)
+        loss = recipe.train_step(x[idx], y[idx], seen)
+        steps, seen = steps + 1, seen + recipe.batch_size
+        if steps % 10 == 0:
+            print(f"{name}: step {steps}, {time.perf_counter() - start:.0f} s, loss {loss:.4f}", flush=True)
+    train_seconds = time.perf_counter() - start
+    torch.save(recipe.network.state_dict(), out / f"{name}.pt")
+    labels = torch.arange(n) % 10
+    for w in args.guidance if args.guidance is not None else recipe.guidance:
+        t0 = time.perf_counter()
+        images = recipe.sample(labels, w, torch.Generator().manual_seed(0))
+        seconds = time.perf_counter() - t0
+        score(to_uint8(images[:, 0]), labels, recipe=recipe.name, steps=steps, train_seconds=round(train_seconds),
+              images_seen=seen, last_loss=round(loss, 4), guidance=w, sampling_seconds=round(seconds, 1),
+              sampling_seconds_per_1000=round(seconds * 1000 / n, 1), settings=recipe.settings)  # fmt: skip
+
+
+machine = f"{platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}"
+print(json.dumps({"machine": machine, "threads": torch.get_num_threads(), "date": time.strftime("%Y-%m-%d %H:%M")}))
+for name in args.recipes:
+    if name == "ours":
+        ours()
+    else:
+        other(name, args.n_other[RECIPES.index(name)])
+
+print("\n| recipe | steps | w | n | accuracy | FD | floor | FD / floor | sampling s per 1,000 |")
+print("|---|---|---|---|---|---|---|---|---|")
+for r in rows:
+    print(f"| {r['recipe']} | {r['steps']} | {r.get('guidance', 'record')} | {r['n']} | "
+          f"{r['conditional_accuracy']:.1%} | {r['frechet_distance']:.2f} | {r['frechet_distance_real_vs_real']:.2f} | "
+          f"{r['frechet_ratio']:.2f}x | {r['sampling_seconds_per_1000']:.0f} |")  # fmt: skip
+(out / "side_by_side.json").write_text(json.dumps(rows, indent=2))
