@@ -27,6 +27,7 @@ import torch
 
 from ddpm_lessons.checkpoints import ScheduleConfig
 from ddpm_lessons.data import load_mnist, to_uint8
+from ddpm_lessons.flow import FLOW_TIMES
 from ddpm_lessons.metrics import evaluate_samples
 from ddpm_lessons.objectives import LOSS_WEIGHTINGS, OBJECTIVES
 from ddpm_lessons.solvers import PRECISIONS, sample_in_batches
@@ -48,6 +49,7 @@ p.add_argument("--precision", choices=PRECISIONS, default="bf16", help="of the s
 p.add_argument("--objective", choices=OBJECTIVES, default=recipe.get("objective", "eps"))
 p.add_argument("--loss-weighting", choices=LOSS_WEIGHTINGS, default=recipe.get("loss_weighting", "none"))
 p.add_argument("--min-snr-gamma", type=float, default=recipe.get("min_snr_gamma", 5.0))
+p.add_argument("--flow-time", choices=FLOW_TIMES, default=recipe.get("flow_time", "uniform"))
 p.add_argument("--cpu-bf16", type=int, choices=(0, 1), default=int(recipe.get("cpu_bf16", False)),
                help="1: the training network's forward pass in bfloat16 on the CPU (TrainConfig.cpu_bf16)")  # fmt: skip
 p.add_argument("--batch-size", type=int, default=recipe["batch_size"])
@@ -80,7 +82,7 @@ train_config = TrainConfig(
     steps=args.steps or 10**9, batch_size=args.batch_size, lr=args.lr, warmup_steps=args.warmup, lr_decay=args.lr_decay,
     ema_decay=args.ema_decay, label_dropout=args.label_dropout, amp=False, checkpoint_every=10**9,
     log_every=100, seed=args.seed, device=args.device, objective=args.objective, loss_weighting=args.loss_weighting,
-    min_snr_gamma=args.min_snr_gamma, cpu_bf16=bool(args.cpu_bf16),
+    min_snr_gamma=args.min_snr_gamma, cpu_bf16=bool(args.cpu_bf16), flow_time=args.flow_time,
 )  # fmt: skip
 trainer = Trainer(
     model_config, train_config, x, args.out, labels=y, schedule_config=ScheduleConfig(kind=args.schedule, T=args.T),

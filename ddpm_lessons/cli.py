@@ -78,6 +78,7 @@ def cmd_train(args) -> int:
         objective=args.objective,
         loss_weighting=args.loss_weighting,
         min_snr_gamma=args.min_snr_gamma,
+        flow_time=args.flow_time,
         cpu_bf16=args.precision == "bf16",
         batch_size=args.batch_size,
         grad_accum=args.grad_accum,
@@ -136,6 +137,7 @@ RECIPE_OPTIONS = {
     "objective": ("train", "objective"),
     "loss_weighting": ("train", "loss_weighting"),
     "min_snr_gamma": ("train", "min_snr_gamma"),
+    "flow_time": ("train", "flow_time"),
     "precision": ("train", "cpu_bf16"),
     "batch_size": ("train", "batch_size"),
     "lr": ("train", "lr"),
@@ -369,6 +371,7 @@ def fraction(text: str) -> float:
 def build_parser() -> argparse.ArgumentParser:
     """The parser. Defaults and choices come from the package (TrainConfig, UNetConfig, ScheduleConfig,
     the schedule kinds), so the command line and Python agree."""
+    from ddpm_lessons.flow import FLOW_TIMES
     from ddpm_lessons.objectives import LOSS_WEIGHTINGS, OBJECTIVES
     from ddpm_lessons.schedules import SCHEDULE_KINDS, ScheduleConfig
     from ddpm_lessons.solvers import PRECISIONS, SAMPLERS
@@ -425,6 +428,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="none: L_simple; min-snr: min-SNR-gamma (Hang et al. 2023), for eps, x0 and v",
     )
     t.add_argument("--min-snr-gamma", type=positive_float, default=None, help="the gamma of min-snr (default 5)")
+    t.add_argument(
+        "--flow-time",
+        choices=FLOW_TIMES,
+        default=None,
+        help="how --objective flow draws its times: uniform, or logit-normal (Esser et al. 2024)",
+    )
     t.add_argument(
         "--precision",
         choices=PRECISIONS,

@@ -50,6 +50,20 @@ def flow_path(x0: torch.Tensor, eps: torch.Tensor, s: torch.Tensor | float) -> t
     return (1 - s) * x0 + s * eps
 
 
+FLOW_TIMES = ("uniform", "logit-normal")  # how training draws s (TrainConfig.flow_time, `train --flow-time`)
+
+
+def draw_flow_times(n: int, generator: torch.Generator | None = None, kind: str = "uniform") -> torch.Tensor:
+    """n flow times s in (0, 1) for a training batch: "uniform", s ~ U[0, 1] (Lipman et al. 2023, Eq. 23), or
+    "logit-normal", s = sigmoid(u) with u ~ N(0, 1) (Esser et al. 2024, Sec. 3.1: more of the batch at middle
+    times, where the velocity is hardest to predict, and fewer near the ends). Returns (n,) float32 on the CPU."""
+    if kind == "uniform":
+        return torch.rand(n, generator=generator)
+    if kind == "logit-normal":
+        return torch.sigmoid(torch.randn(n, generator=generator))
+    raise ValueError(f"unknown flow time sampling {kind!r}; choose one of {', '.join(FLOW_TIMES)}")
+
+
 def flow_matching_loss(
     model: Callable[..., torch.Tensor],
     x0: torch.Tensor,

@@ -247,3 +247,18 @@ def test_bad_input_names_the_fix():
     for s, s_next in ((0.5, 0.6), (0.5, 0.5), (1.2, 0.5), (0.5, -0.1)):
         with pytest.raises(ValueError, match="need 0 <= s_next < s <= 1"):
             euler_step(x, x, s, s_next)
+
+
+def test_draw_flow_times_uniform_and_logit_normal_by_monte_carlo():
+    from ddpm_lessons.flow import draw_flow_times
+
+    g = torch.Generator().manual_seed(0)
+    torch.testing.assert_close(draw_flow_times(5, torch.Generator().manual_seed(3)),
+                               torch.rand(5, generator=torch.Generator().manual_seed(3)))  # fmt: skip
+    s = draw_flow_times(200_000, g, "logit-normal")
+    assert 0 < s.min() and s.max() < 1
+    u = torch.log(s / (1 - s))  # logit: back to the normal
+    assert abs(u.mean().item()) < 0.01 and abs(u.std().item() - 1) < 0.01
+    assert abs((s < 0.1).float().mean().item() - 0.0140) < 0.002  # P(u < logit 0.1 = -2.197) = 0.0140
+    with pytest.raises(ValueError, match="unknown flow time sampling 'beta'"):
+        draw_flow_times(3, g, "beta")

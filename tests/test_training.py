@@ -321,3 +321,21 @@ def test_cpu_bf16_runs_the_forward_pass_in_bfloat16_and_follows_float32(digits, 
         runs[bf16] = [trainer.train_step() for _ in range(5)]
     assert runs[True] != runs[False]  # bfloat16 arithmetic really ran
     assert runs[True] == pytest.approx(runs[False], rel=0.02)  # and tracks float32 to about bf16's precision
+
+
+def test_logit_normal_flow_times_enter_the_loss_as_sigmoid_of_a_standard_normal(digits, tmp_path):
+    """Esser et al. 2024, Sec. 3.1: s = sigmoid(u), u ~ N(0, 1); the loss recomputed by hand from the same draws."""
+    x, y = digits
+    net = UNetConfig(**{**TINY.to_dict(), "dropout": 0.0})
+    config = _config(objective="flow", flow_time="logit-normal", label_dropout=0.0)
+    trainer = Trainer(net, config, x, tmp_path, labels=y, progress=False)
+    x0, labels = x[:16], y[:16]
+    g = torch.Generator().manual_seed(trainer.noise_gen.initial_seed())
+    loss = trainer._loss(x0, labels)
+    s = torch.sigmoid(torch.randn(16, generator=g)).view(-1, 1, 1, 1)
+    eps = torch.randn(x0.shape, generator=g)
+    with torch.no_grad():
+        v = trainer.model((1 - s) * x0 + s * eps, 1000 * s.view(-1), labels)
+    assert loss.item() == pytest.approx(((eps - x0 - v) ** 2).mean().item(), rel=1e-5)
+    with pytest.raises(ValueError, match="flow_time must be one of uniform, logit-normal"):
+        Trainer(net, _config(objective="flow", flow_time="beta"), x, tmp_path / "bad", labels=y, progress=False)

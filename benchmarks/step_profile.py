@@ -1,0 +1,87 @@
+"""Where one training step of the project's digits recipe spends its time on this CPU: the network's convolutions,
+attention and normalisation, the optimiser, the EMA, gradient clipping, and everything else (batch drawing, noising,
+the loss), from the profiler's self times over ``--steps`` steps of ``Trainer.train_step``.
+
+    python benchmarks/step_profile.py --steps 20
+
+Also times the same number of bare steps (the network's forward and backward and AdamW, nothing else) in alternating
+rounds, so that the per-step overhead of the trainer is read as a ratio. Prints one JSON object.
+"""
+
+import argparse
+import json
+import platform
+import time
+from collections import defaultdict
+
+import torch
+from torch.profiler import ProfilerActivity, profile
+
+from ddpm_lessons.data import load_mnist
+from ddpm_lessons.training import DIGITS_RECIPE, TrainConfig, Trainer
+from ddpm_lessons.unet import UNetConfig
+
+p = argparse.ArgumentParser()
+p.add_argument("--steps", type=int, default=20)
+p.add_argument("--rounds", type=int, default=3)
+p.add_argument("--precision", choices=["fp32", "bf16"], default="fp32", help="TrainConfig.cpu_bf16")
+args = p.parse_args()
+
+CATEGORIES = {  # profiler op name fragments -> category (first match wins)
+    "convolution": ("convolution", "mkldnn_conv"),
+    "attention": ("scaled_dot_product", "attention"),
+    "normalisation": ("group_norm", "native_group_norm"),
+    "optimiser": ("_foreach_", "adamw", "addcdiv", "addcmul", "sqrt"),
+    "EMA": ("lerp",),
+    "gradient clipping": ("norm", "clip"),
+}
+
+
+def category(name: str) -> str:
+    lowered = name.lower()
+    return next((cat for cat, keys in CATEGORIES.items() if any(k in lowered for k in keys)), "other")
+
+
+x, y = load_mnist("train", source="bundled")
+config = UNetConfig(num_classes=10, **DIGITS_RECIPE["model"])
+train = {k: v for k, v in DIGITS_RECIPE["train"].items() if k in TrainConfig.__dataclass_fields__}
+trainer = Trainer(config, TrainConfig(**train, device="cpu", cpu_bf16=args.precision == "bf16", checkpoint_every=10**9),
+                  x, "/tmp/step_profile", labels=y, progress=False)  # fmt: skip
+bare = trainer.model  # the same network and optimiser, stepped without the trainer around them
+batch = train.get("batch_size", 64)
+
+
+def bare_step() -> None:
+    xb, t, yb = x[:batch], torch.randint(0, 1000, (batch,)), y[:batch]
+    loss = (bare(xb, t, yb) - xb).pow(2).mean()
+    trainer.optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    trainer.optimizer.step()
+
+
+for _ in range(5):  # warm-up
+    trainer.train_step(progress=0.0)
+timings = {"trainer": [], "bare": []}
+for _ in range(args.rounds):
+    for name, step in (("trainer", lambda: trainer.train_step(progress=0.0)), ("bare", bare_step)):
+        start = time.perf_counter()
+        for _ in range(args.steps):
+            step()
+        timings[name].append((time.perf_counter() - start) / args.steps)
+
+with profile(activities=[ProfilerActivity.CPU]) as prof:
+    for _ in range(args.steps):
+        trainer.train_step(progress=0.0)
+shares = defaultdict(float)
+for event in prof.key_averages():
+    shares[category(event.key)] += event.self_cpu_time_total
+total = sum(shares.values())
+median = {name: sorted(values)[len(values) // 2] for name, values in timings.items()}
+print(json.dumps({
+    "machine": f"{platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}",
+    "precision": args.precision, "batch": batch,
+    "seconds_per_step": {name: round(value, 4) for name, value in median.items()},
+    "images_per_s": round(batch / median["trainer"], 1),
+    "trainer_over_bare": round(median["trainer"] / median["bare"], 3),
+    "share_of_profiled_time": {cat: round(v / total, 3) for cat, v in sorted(shares.items(), key=lambda kv: -kv[1])},
+}, indent=2))  # fmt: skip
