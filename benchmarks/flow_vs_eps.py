@@ -31,9 +31,11 @@ from ddpm_lessons.metrics import evaluate_samples
 from ddpm_lessons.objectives import objective_of
 from ddpm_lessons.solvers import PRECISIONS, sample_in_batches
 
-# The 15-minute recipe of benchmarks/README.md ("Quality per CPU-minute"), shared by both objectives.
+# The 15-minute recipe of benchmarks/README.md ("Quality per CPU-minute"), shared by both objectives: float32,
+# uniform flow times and the plain loss, as measured there (every option given, so later recipes do not move it).
 RECIPE = {"batch-size": 64, "lr": 2e-3, "lr-decay": "cosine", "warmup": 200, "ema-decay": 0.999,
-          "base-channels": 16, "channel-mults": "1 2 4", "attention": 7, "dropout": 0.1, "seed": 0}  # fmt: skip
+          "base-channels": 16, "channel-mults": "1 2 4", "attention": 7, "dropout": 0.1, "seed": 0,
+          "precision": "fp32", "flow-time": "uniform", "loss-weighting": "none"}  # fmt: skip
 SAMPLERS = {"eps": ("ddim", "dpmpp-2m"), "flow": ("euler", "heun")}
 
 

@@ -8,7 +8,7 @@ then ``sample --n 2000 --labels balanced`` with no sampling options (the checkpo
 command of its own, so the sampling time includes loading. The others (``other_recipes.py``) train in this process on
 the same bundled digits for the same minutes. Their samplers take hundreds of network calls per sample, so they are
 scored on fewer samples (``--n-other``; the distance's floor is drawn at the same count, and the project's samples
-are scored again at the HF course's count), and their seconds per 1,000 samples are those of the n drawn, scaled.
+are scored again at each such count), and their seconds per 1,000 samples are those of the n drawn, scaled.
 Prints one JSON line per recipe and weight, then a table.
 """
 
@@ -35,11 +35,11 @@ from ddpm_lessons.metrics import evaluate_samples  # noqa: E402
 p = argparse.ArgumentParser()
 p.add_argument("--minutes", type=float, default=10.0)
 p.add_argument("--n", type=int, default=2000, help="samples of the project's recipe")
-p.add_argument("--n-other", type=int, nargs=2, default=[20, 100], metavar=("TEAPEARCE", "HF_COURSE"),
+p.add_argument("--n-other", type=int, nargs=2, default=[20, 40], metavar=("TEAPEARCE", "HF_COURSE"),
                help="samples of the other recipes (their samplers call the network 400 and 1,000 times)")  # fmt: skip
 p.add_argument("--recipes", nargs="+", default=["ours", *RECIPES], choices=["ours", *RECIPES])
 p.add_argument("--guidance", type=float, nargs="*", default=None,
-               help="override the published weights of the other recipes (default: all of them)")  # fmt: skip
+               help="override the published weights of a guided recipe (default: all of them)")  # fmt: skip
 p.add_argument("--out", default="runs/side_by_side")
 args = p.parse_args()
 out = Path(args.out)
@@ -73,8 +73,8 @@ def ours() -> None:
     common = dict(recipe="ours (train --dataset mnist --conditional)", steps=record["step"], train_minutes=args.minutes,
                   sampling_seconds_per_1000=round(seconds * 1000 / args.n, 1), command=" ".join(train[1:]))  # fmt: skip
     score(images, labels, **common)
-    if args.n > 100:  # the same samples at the other recipes' count, so the rows compare at one n
-        score(images[: args.n_other[1]], labels[: args.n_other[1]], **common)
+    for n in sorted(set(args.n_other)):  # the same samples at the other recipes' counts, so rows compare at one n
+        score(images[:n], labels[:n], **common)
 
 
 def other(name: str, n: int) -> None:
@@ -91,7 +91,8 @@ def other(name: str, n: int) -> None:
     train_seconds = time.perf_counter() - start
     torch.save(recipe.network.state_dict(), out / f"{name}.pt")
     labels = torch.arange(n) % 10
-    for w in args.guidance if args.guidance is not None else recipe.guidance:
+    guided = recipe.guidance != (0.0,)  # --guidance overrides the published weights of a guided recipe only
+    for w in args.guidance if args.guidance is not None and guided else recipe.guidance:
         t0 = time.perf_counter()
         images = recipe.sample(labels, w, torch.Generator().manual_seed(0))
         seconds = time.perf_counter() - t0
@@ -108,10 +109,15 @@ for name in args.recipes:
     else:
         other(name, args.n_other[RECIPES.index(name)])
 
+# rows of recipes run earlier into the same --out are kept, so recipes can be run one at a time
+saved = out / "side_by_side.json"
+names = {row["recipe"] for row in rows}
+kept = [row for row in json.loads(saved.read_text()) if row["recipe"] not in names] if saved.exists() else []
+rows = kept + rows
+saved.write_text(json.dumps(rows, indent=2))
 print("\n| recipe | steps | w | n | accuracy | FD | floor | FD / floor | sampling s per 1,000 |")
 print("|---|---|---|---|---|---|---|---|---|")
 for r in rows:
     print(f"| {r['recipe']} | {r['steps']} | {r.get('guidance', 'record')} | {r['n']} | "
           f"{r['conditional_accuracy']:.1%} | {r['frechet_distance']:.2f} | {r['frechet_distance_real_vs_real']:.2f} | "
           f"{r['frechet_ratio']:.2f}x | {r['sampling_seconds_per_1000']:.0f} |")  # fmt: skip
-(out / "side_by_side.json").write_text(json.dumps(rows, indent=2))

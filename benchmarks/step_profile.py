@@ -11,6 +11,7 @@ rounds, so that the per-step overhead of the trainer is read as a ratio. Prints 
 import argparse
 import json
 import platform
+import tempfile
 import time
 from collections import defaultdict
 
@@ -24,7 +25,7 @@ from ddpm_lessons.unet import UNetConfig
 p = argparse.ArgumentParser()
 p.add_argument("--steps", type=int, default=20)
 p.add_argument("--rounds", type=int, default=3)
-p.add_argument("--precision", choices=["fp32", "bf16"], default="fp32", help="TrainConfig.cpu_bf16")
+p.add_argument("--precision", choices=["fp32", "bf16"], default="fp32", help="TrainConfig.cpu_bf16 (recipe: bf16)")
 args = p.parse_args()
 
 CATEGORIES = {  # profiler op name fragments -> category (first match wins)
@@ -45,8 +46,8 @@ def category(name: str) -> str:
 x, y = load_mnist("train", source="bundled")
 config = UNetConfig(num_classes=10, **DIGITS_RECIPE["model"])
 train = {k: v for k, v in DIGITS_RECIPE["train"].items() if k in TrainConfig.__dataclass_fields__}
-trainer = Trainer(config, TrainConfig(**train, device="cpu", cpu_bf16=args.precision == "bf16", checkpoint_every=10**9),
-                  x, "/tmp/step_profile", labels=y, progress=False)  # fmt: skip
+train.update(cpu_bf16=args.precision == "bf16", device="cpu", checkpoint_every=10**9)
+trainer = Trainer(config, TrainConfig(**train), x, tempfile.mkdtemp(), labels=y, progress=False)
 bare = trainer.model  # the same network and optimiser, stepped without the trainer around them
 batch = train.get("batch_size", 64)
 

@@ -153,19 +153,34 @@ RECIPE_OPTIONS = {
 
 
 def _fill_from_recipe(args) -> None:
-    """Every recipe option not given on the command line: from the digits recipe (training.DIGITS_RECIPE) for
-    --dataset mnist or fashion-mnist (not an SR3 model), from TrainConfig's and UNetConfig's defaults otherwise."""
+    """Every recipe option not given on the command line: with --resume, from the run's own record (so a run goes on
+    as it started, whatever the recipe is now); else from the digits recipe (training.DIGITS_RECIPE) for --dataset
+    mnist or fashion-mnist (not an SR3 model), and from TrainConfig's and UNetConfig's defaults otherwise."""
     from ddpm_lessons.training import DIGITS_RECIPE, TrainConfig
     from ddpm_lessons.unet import UNetConfig
 
     args.recipe = args.dataset in ("mnist", "fashion-mnist") and not args.super_resolution
     defaults = {"train": vars(TrainConfig()), "model": vars(UNetConfig())}
+    record_path = Path(args.out) / "checkpoint.json"
+    started = None
+    if args.resume and record_path.is_file():
+        try:
+            started = json.loads(record_path.read_text())
+        except (OSError, ValueError):  # unreadable: the trainer names the problem when it reads the checkpoint
+            started = None
     for dest, (part, field) in RECIPE_OPTIONS.items():
         if getattr(args, dest) is None:
+            if started is not None and field in started.get(part, {}):
+                setattr(args, dest, started[part][field])
+                continue
             recipe = DIGITS_RECIPE[part] if args.recipe else {}
             setattr(args, dest, recipe.get(field, defaults[part][field]))
-    if isinstance(args.precision, bool):  # TrainConfig.cpu_bf16 as the option's value
-        args.precision = "bf16" if args.precision else "fp32"
+    if isinstance(args.precision, bool):  # TrainConfig.cpu_bf16, from the recipe or the defaults
+        from ddpm_lessons.solvers import native_bf16
+        from ddpm_lessons.utils import get_device
+
+        # the recipe's bfloat16 only where the CPU computes it natively: emulated, it would be slower than float32
+        args.precision = "bf16" if args.precision and native_bf16(get_device(args.device)) else "fp32"
 
 
 def _labels_for(spec: str | None, n: int, num_classes: int | None) -> torch.Tensor | None:
@@ -438,7 +453,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--precision",
         choices=PRECISIONS,
         default=None,
-        help="bf16: the training forward pass in bfloat16 on a CPU (on CUDA mixed precision is on unless --no-amp)",
+        help="bf16: the training forward pass in bfloat16 on a CPU (on CUDA mixed precision is on unless --no-amp); "
+        "default: the recipe's bf16 on a CPU that computes it natively (AVX512-BF16 or AMX), else fp32",
     )
     t.add_argument(
         "--sampler",

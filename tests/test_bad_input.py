@@ -91,7 +91,8 @@ def files(tmp_path_factory):
     """A tiny conditional run, and the wrong files a user might point the commands at."""
     root = tmp_path_factory.mktemp("bad_input")
     run = root / "run"
-    assert main(["train", "--conditional", "--steps", "2", "--checkpoint-every", "2", "--out", str(run), *TINY]) == 0
+    eps = ["train", "--conditional", "--objective", "eps", "--steps", "2", "--checkpoint-every", "2"]
+    assert main([*eps, "--out", str(run), *TINY]) == 0
     flow = ["train", "--conditional", "--objective", "flow", "--steps", "2", "--checkpoint-every", "2"]
     assert main([*flow, "--out", str(root / "flow"), *TINY]) == 0
     model = run / "model.safetensors"

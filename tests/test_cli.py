@@ -15,9 +15,8 @@ TINY_ARGS = ["--base-channels", "8", "--channel-mults", "1", "2", "--attention",
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory):
     out = tmp_path_factory.mktemp("run")
-    assert (
-        main(["train", "--conditional", "--steps", "3", "--checkpoint-every", "3", "--out", str(out), *TINY_ARGS]) == 0
-    )
+    args = ["train", "--conditional", "--objective", "eps", "--steps", "3", "--checkpoint-every", "3"]
+    assert main([*args, "--out", str(out), *TINY_ARGS]) == 0
     return out
 
 
@@ -157,7 +156,11 @@ def test_bare_train_on_digits_is_the_recipe_and_a_flag_given_wins(tmp_path):
     record = json.loads((run / "model.json").read_text())
     for field, value in DIGITS_RECIPE["model"].items():
         assert record["model"][field] == (list(value) if isinstance(value, tuple) else value), field
+    from ddpm_lessons.solvers import native_bf16
+
     for field, value in DIGITS_RECIPE["train"].items():
+        if field == "cpu_bf16":  # the recipe's bfloat16 only on a CPU that computes it natively
+            value = value and native_bf16("cpu")
         assert record["train"][field] == value, field
     assert record["sampling"] == DIGITS_RECIPE["sampling"]
     assert main([*args, "--base-channels", "8", "--lr", "1e-3", "--out", str(tmp_path / "told")]) == 0
@@ -198,6 +201,22 @@ def test_sample_precision_auto_is_bf16_only_on_a_cpu_that_computes_it_natively(r
         assert ("runs in bfloat16" in said) is native
         results[native] = np.load(tmp_path / f"auto{native}.npz")["images"]
     for precision in ("fp32", "bf16"):
-        assert main([*args, "--precision", precision, "--no-progress", "--out", str(tmp_path / f"{precision}.npz")]) == 0
+        assert (
+            main([*args, "--precision", precision, "--no-progress", "--out", str(tmp_path / f"{precision}.npz")]) == 0
+        )
     assert np.array_equal(results[False], np.load(tmp_path / "fp32.npz")["images"])  # auto on an older CPU: float32
     assert np.array_equal(results[True], np.load(tmp_path / "bf16.npz")["images"])  # auto on a native one: bf16
+
+
+def test_a_resume_takes_untold_options_from_the_run_itself_not_the_recipe(tmp_path):
+    """A run started with other options than today's recipe goes on as it started: --resume reads them from its
+    checkpoint's record (objective, learning rate, precision, ...), and what is told still wins."""
+    run = tmp_path / "run"
+    first = ["train", "--conditional", "--objective", "eps", "--lr", "1e-3", "--precision", "fp32", "--steps", "2",
+             "--checkpoint-every", "2", "--out", str(run), *TINY_ARGS]  # fmt: skip
+    assert main(first) == 0
+    assert main(["train", "--conditional", "--steps", "3", "--checkpoint-every", "3", "--resume", "--out", str(run),
+                 *TINY_ARGS]) == 0  # fmt: skip
+    record = json.loads((run / "model.json").read_text())
+    assert record["step"] == 3
+    assert (record["train"]["objective"], record["train"]["lr"], record["train"]["cpu_bf16"]) == ("eps", 1e-3, False)

@@ -15,7 +15,7 @@ from safetensors.torch import load_file
 
 ARGS = ["train", "--dataset", "mnist", "--source", "bundled", "--conditional", "--steps", "4", "--batch-size", "8",
         "--base-channels", "8", "--channel-mults", "1", "2", "--attention", "--dropout", "0", "--checkpoint-every",
-        "2", "--seed", "0", "--no-progress"]  # fmt: skip
+        "2", "--seed", "0", "--objective", "eps", "--precision", "fp32", "--no-progress"]  # fmt: skip
 
 
 def _train(out, nproc: int, extra=()):
