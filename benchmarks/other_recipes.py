@@ -5,8 +5,9 @@ Each recipe is a :class:`Recipe`: a network, one training step (batch, loss and 
 sampler its authors use. Both are written here from the settings their authors publish, not from their code:
 
 - **"teapearce"**: the Conditional_Diffusion_MNIST example by T. Pearce (2022). A small U-Net ("ContextUnet") with
-  n_feat = 128 channels: a residual block of two 3x3 convolution + BatchNorm + GELU layers at 28 x 28, two such
-  blocks each followed by 2x max-pooling (128 channels at 14 x 14, 256 at 7 x 7), average pooling to a 1 x 1 vector,
+  n_feat = 128 channels: a residual block of two 3x3 convolution + BatchNorm + GELU layers at 28 x 28, then two
+  blocks of the same two layers without the residual, each followed by 2x max-pooling (128 channels at 14 x 14, 256
+  at 7 x 7), average pooling to a 1 x 1 vector,
   a 7 x 7 transposed convolution back to 7 x 7, then two up-stages (2x transposed convolution and two residual
   blocks each, fed the skip connection). The time t / T and the one-hot class (negated; zeros when dropped) each
   pass through a two-layer GELU MLP; each up-stage's input is class embedding * features + time embedding. Linear
@@ -21,9 +22,9 @@ sampler its authors use. Both are written here from the settings their authors p
   in [-1, 1], eps-prediction, Adam at 1e-3 (constant), batch 128, 10 epochs, no EMA. Sampling: the scheduler's
   1,000 ancestral steps, the result clipped to [-1, 1].
 
-Their data is full MNIST; here every recipe trains on the bundled 8,000 training digits (the same for all). Their
-epoch counts become learning-rate schedules over images seen: with a 10-minute budget on a CPU neither finishes an
-epoch's worth of its own schedule's first decay, which is part of what the comparison shows.
+Their data is full MNIST; here every recipe trains on the bundled 8,000 training digits (the same for all).
+TeaPearce's per-epoch decay counts epochs of 60,000 images seen: in 10 minutes on a CPU it does not reach its first
+decay. The HF course's rate is constant.
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """Quality per CPU-minute: train a class-conditional MNIST model from scratch for a fixed wall-clock
-budget on this machine, then draw samples with DDIM and measure them against the real-vs-real floor.
+budget on this machine, then draw samples (``--sampling``) and measure them against the real-vs-real floor.
 
     python benchmarks/quality_per_cpu_minute.py --minutes 10 --out runs/quality10
 

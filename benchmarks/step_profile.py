@@ -1,8 +1,9 @@
 """Where one training step of the project's digits recipe spends its time on this CPU: the network's convolutions,
-attention and normalisation, the optimiser, the EMA, gradient clipping, and everything else (batch drawing, noising,
-the loss), from the profiler's self times over ``--steps`` steps of ``Trainer.train_step``.
+attention and normalisation, the optimiser and the EMA, gradient clipping, and everything else (batch drawing,
+noising, the loss), from the profiler's self times over ``--steps`` steps of ``Trainer.train_step``. The split is by
+operator name and approximate.
 
-    python benchmarks/step_profile.py --steps 20
+    python benchmarks/step_profile.py --steps 20 --objective eps
 
 Also times the same number of bare steps (the network's forward and backward and AdamW, nothing else) in alternating
 rounds, so that the per-step overhead of the trainer is read as a ratio. Prints one JSON object.
@@ -19,6 +20,7 @@ import torch
 from torch.profiler import ProfilerActivity, profile
 
 from ddpm_lessons.data import load_mnist
+from ddpm_lessons.objectives import OBJECTIVES
 from ddpm_lessons.training import DIGITS_RECIPE, TrainConfig, Trainer
 from ddpm_lessons.unet import UNetConfig
 
@@ -26,14 +28,14 @@ p = argparse.ArgumentParser()
 p.add_argument("--steps", type=int, default=20)
 p.add_argument("--rounds", type=int, default=3)
 p.add_argument("--precision", choices=["fp32", "bf16"], default="fp32", help="TrainConfig.cpu_bf16 (recipe: bf16)")
+p.add_argument("--objective", choices=OBJECTIVES, default=DIGITS_RECIPE["train"].get("objective", "eps"))
 args = p.parse_args()
 
 CATEGORIES = {  # profiler op name fragments -> category (first match wins)
     "convolution": ("convolution", "mkldnn_conv"),
     "attention": ("scaled_dot_product", "attention"),
     "normalisation": ("group_norm", "native_group_norm"),
-    "optimiser": ("_foreach_", "adamw", "addcdiv", "addcmul", "sqrt"),
-    "EMA": ("lerp",),
+    "optimiser and EMA": ("_foreach_", "adamw", "addcdiv", "addcmul", "lerp"),  # both use lerp: one category
     "gradient clipping": ("norm", "clip"),
 }
 
@@ -46,7 +48,7 @@ def category(name: str) -> str:
 x, y = load_mnist("train", source="bundled")
 config = UNetConfig(num_classes=10, **DIGITS_RECIPE["model"])
 train = {k: v for k, v in DIGITS_RECIPE["train"].items() if k in TrainConfig.__dataclass_fields__}
-train.update(cpu_bf16=args.precision == "bf16", device="cpu", checkpoint_every=10**9)
+train.update(cpu_bf16=args.precision == "bf16", objective=args.objective, device="cpu", checkpoint_every=10**9)
 trainer = Trainer(config, TrainConfig(**train), x, tempfile.mkdtemp(), labels=y, progress=False)
 bare = trainer.model  # the same network and optimiser, stepped without the trainer around them
 batch = train.get("batch_size", 64)

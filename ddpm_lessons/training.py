@@ -42,12 +42,13 @@ LR_DECAYS = ("none", "cosine")  # what TrainConfig.lr_decay accepts
 # The recipe the project recommends for 28 x 28 digits (MNIST, Fashion-MNIST), measured in benchmarks/README.md
 # ("Time to quality"): what `train --dataset mnist` uses for every option it is not given. "train" holds TrainConfig
 # fields, "model" UNetConfig fields, "sampling" the setting its checkpoint record carries for `sample`. Each choice
-# was measured against the one before it at 5 minutes on 2 cores (the ablation table there): the flow-matching
-# velocity with logit-normal times (lesson 11) reached the Frechet distance of eps-prediction with min-SNR weighting
-# and beat plain eps-prediction by 40%; a network with fewer channels at 28 x 28 than the course's (1.9x the steps
-# per minute); a learning rate of 2e-3 decayed to 0 along a cosine over the budget; the forward pass in bfloat16 on a
-# CPU that computes it natively (1.2x the steps per minute; `train` keeps float32 on other CPUs); Euler with 10
-# model evaluations at w = 0.1 (the closest to the data of the settings tried on a 10-minute run, at another seed).
+# was measured against one baseline at 5 minutes on 2 cores (the ablation table there), and the combination at 10:
+# the flow-matching velocity with logit-normal times (lesson 11) came closest to the data, 41% closer than plain
+# eps-prediction and by a margin near the noise over eps or v with min-SNR weighting; a network with fewer channels
+# at 28 x 28 than the course's (1.9x the steps per minute); a learning rate of 2e-3 decayed to 0 along a cosine over
+# the budget; the forward pass in bfloat16 on a CPU that computes it natively (1.2x the steps per minute; `train`
+# keeps float32 on other CPUs); Euler with 10 model evaluations at w = 0.1 (the closest to the data of the settings
+# tried on a 10-minute run, at another seed).
 DIGITS_RECIPE = {
     "train": {
         "objective": "flow",

@@ -107,6 +107,8 @@ def test_the_record_carries_a_sampling_setting_that_sample_uses(tmp_path, capsys
     train = [
         "train",
         "--conditional",
+        "--objective",
+        "eps",
         "--steps",
         "2",
         "--sampler",
@@ -138,7 +140,9 @@ def test_a_flow_model_trains_for_minutes_and_samples_with_its_own_samplers(tmp_p
                  *TINY_ARGS]) == 0  # fmt: skip
     out = capsys.readouterr().out
     record = json.loads((run / "model.json").read_text())
-    assert record["train"]["objective"] == "flow" and record["sampling"]["sampler"] == "heun"
+    from ddpm_lessons.training import DIGITS_RECIPE
+
+    assert record["train"]["objective"] == "flow" and record["sampling"] == DIGITS_RECIPE["sampling"]  # the recipe's
     assert f"done: step {record['step']} in " in out and "objective flow" in out
     for sampler in ("euler", "heun"):
         path = tmp_path / f"{sampler}.npz"
@@ -175,7 +179,7 @@ def test_record_sampling_writes_the_measured_setting_and_keeps_the_weights(tmp_p
     from ddpm_lessons.checkpoints import record_sampling
 
     run = tmp_path / "run"
-    assert main(["train", "--conditional", "--steps", "1", "--out", str(run), *TINY_ARGS]) == 0
+    assert main(["train", "--conditional", "--objective", "eps", "--steps", "1", "--out", str(run), *TINY_ARGS]) == 0
     model = run / "model.safetensors"
     before = load_file(str(model))
     record = record_sampling(model, "dpmpp-2m", 7, 0.3)
