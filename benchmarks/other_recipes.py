@@ -132,6 +132,14 @@ class Recipe:
     settings: dict
 
 
+def _optimise(opt: torch.optim.Optimizer, loss: torch.Tensor) -> float:
+    """One plain optimiser step on ``loss`` (neither recipe clips gradients or keeps an EMA); returns the loss."""
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+    return loss.item()
+
+
 def pearce_betas(T: int = 400) -> torch.Tensor:
     """Linear betas from 1e-4 to 0.02 at indices 0..T (T + 1 values; training and sampling use t = 1..T)."""
     return torch.linspace(0, 1, T + 1) * (0.02 - 1e-4) + 1e-4
@@ -166,10 +174,7 @@ def teapearce(seed: int = 0, n_feat: int = 128, T: int = 400) -> Recipe:
         xt = a.sqrt() * x01 + (1 - a).sqrt() * eps
         keep = (torch.rand(len(x), generator=gen) >= drop).long()
         loss = ((net(xt, t / T, labels, keep) - eps) ** 2).mean()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        return loss.item()
+        return _optimise(opt, loss)
 
     @torch.no_grad()
     def sample(labels, w, g):
@@ -207,10 +212,7 @@ def hf_course(seed: int = 0, T: int = 1000) -> Recipe:
         eps = torch.randn(x.shape, generator=gen)
         t = torch.randint(0, T - 1, (len(x),), generator=gen)  # 0..998 at T = 1,000, as published
         loss = ((net(scheduler.add_noise(x, eps, t), t, labels) - eps) ** 2).mean()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        return loss.item()
+        return _optimise(opt, loss)
 
     @torch.no_grad()
     def sample(labels, w, g):

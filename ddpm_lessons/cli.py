@@ -170,8 +170,8 @@ def _fill_from_recipe(args) -> None:
             started = None
     for dest, (part, field) in RECIPE_OPTIONS.items():
         if getattr(args, dest) is None:
-            if started is not None and field in started.get(part, {}):
-                setattr(args, dest, started[part][field])
+            if started is not None:  # a field older than its record: the default, which that version used
+                setattr(args, dest, started.get(part, {}).get(field, defaults[part][field]))
                 continue
             recipe = DIGITS_RECIPE[part] if args.recipe else {}
             setattr(args, dest, recipe.get(field, defaults[part][field]))
