@@ -1,6 +1,7 @@
 """Every exercise check passes the reference answer and catches known-wrong ones with the right hint."""
 
 import math
+import re
 
 import pytest
 import torch
@@ -447,3 +448,20 @@ def test_a_per_image_value_that_is_not_reshaped_gets_the_broadcast_hint():
     ):
         with pytest.raises(CheckFailed, match="shapes do not fit together.*view\\(-1, 1, 1, 1\\)"):
             check(answer)
+
+
+@pytest.mark.parametrize(
+    "loss,calls,message",
+    [
+        (0.5, 1, "return the loss as a tensor, got float"),
+        (torch.ones(3, requires_grad=True), 1, "return one number (a 0-dimensional tensor), got shape (3,)"),
+        (torch.tensor(0.5), 1, "the loss has no gradient"),
+        (torch.tensor(0.5, requires_grad=True), 2, "call the model once on the whole batch (it was called 2 times)"),
+    ],
+)
+def test_check_loss_tensor_names_the_first_problem(loss, calls, message):
+    from ddpm_lessons.checks.core import check_loss_tensor
+
+    with pytest.raises(CheckFailed, match=re.escape(f"my loss: {message}")):
+        check_loss_tensor("my loss", loss, calls)
+    check_loss_tensor("my loss", torch.tensor(0.5, requires_grad=True), 1)  # a right answer passes

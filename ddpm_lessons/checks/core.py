@@ -96,5 +96,27 @@ def judge(name: str, got, expected: torch.Tensor, mistakes: dict[str, torch.Tens
     raise CheckFailed(f"{name}: not yet (largest difference {diff:.3g}). {default_hint}")
 
 
+def check_loss_tensor(name: str, loss, model_calls: int) -> None:
+    """What every training-loss exercise must return: one number, as a tensor that carries its gradient, from one
+    model call on the whole batch. Raises CheckFailed naming the first thing that is not so, and the fix."""
+    if not isinstance(loss, torch.Tensor):
+        raise CheckFailed(
+            f"{name}: return the loss as a tensor, got {type(loss).__name__}. Did you forget `return`, or return "
+            "loss.item()? Training needs the tensor, so that loss.backward() reaches the weights."
+        )
+    if loss.numel() != 1:
+        raise CheckFailed(
+            f"{name}: return one number (a 0-dimensional tensor), got shape {tuple(loss.shape)}. Average the squared "
+            "error over the batch and the pixels with .mean()."
+        )
+    if not loss.requires_grad:
+        raise CheckFailed(
+            f"{name}: the loss has no gradient. Return the tensor (not .item()) and do not compute it under "
+            "torch.no_grad(), so that loss.backward() reaches the weights."
+        )
+    if model_calls != 1:
+        raise CheckFailed(f"{name}: call the model once on the whole batch (it was called {model_calls} times).")
+
+
 def report_pass(message: str) -> None:
     print(f"PASS {message}")

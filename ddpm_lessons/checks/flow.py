@@ -10,7 +10,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from ddpm_lessons.checks.core import CheckFailed, call, judge, report_pass
+from ddpm_lessons.checks.core import CheckFailed, call, check_loss_tensor, judge, report_pass
 from ddpm_lessons.eps_model import NO_LABEL
 from ddpm_lessons.flow import FLOW_TIME_SCALE, euler_step, flow_matching_loss
 
@@ -54,25 +54,7 @@ def check_flow_matching_loss(fn: Callable[..., torch.Tensor]) -> None:
     y = torch.tensor([3, 0, NO_LABEL, 7, 9, 1])
     model = _VelocityProbe()
     loss = call("flow matching loss", fn, model, x0.clone(), s.clone(), eps.clone(), y.clone())
-    if not isinstance(loss, torch.Tensor):
-        raise CheckFailed(
-            f"flow matching loss: return the loss as a tensor, got {type(loss).__name__}. Did you forget `return`, or "
-            "return loss.item()? Training needs the tensor, so that loss.backward() reaches the weights."
-        )
-    if loss.numel() != 1:
-        raise CheckFailed(
-            f"flow matching loss: return one number (a 0-dimensional tensor), got shape {tuple(loss.shape)}. "
-            "Average the squared error over the batch and the pixels with .mean()."
-        )
-    if not loss.requires_grad:
-        raise CheckFailed(
-            "flow matching loss: the loss has no gradient. Return the tensor (not .item()) and do not compute it "
-            "under torch.no_grad(), so that loss.backward() reaches the weights."
-        )
-    if len(model.calls) != 1:
-        raise CheckFailed(
-            f"flow matching loss: call the model once on the whole batch (it was called {len(model.calls)} times)."
-        )
+    check_loss_tensor("flow matching loss", loss, len(model.calls))
     x_in, t_in, y_in = model.calls[0]
     if t_in is None or y_in is None:
         raise CheckFailed(

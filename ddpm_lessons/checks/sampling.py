@@ -10,7 +10,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from ddpm_lessons.checks.core import CheckFailed, call, judge, report_pass
+from ddpm_lessons.checks.core import CheckFailed, call, check_loss_tensor, judge, report_pass
 from ddpm_lessons.eps_model import NO_LABEL
 from ddpm_lessons.samplers import ddim_step, guided_eps, p_sample
 from ddpm_lessons.schedules import NoiseSchedule
@@ -52,17 +52,7 @@ def check_training_loss(fn: Callable[..., torch.Tensor]) -> None:
     x0 = torch.rand(4096, 1, 2, 2, generator=torch.Generator().manual_seed(4)) * 2 - 1
     model = _Probe()
     loss = call("training loss", fn, model, s, x0.clone(), torch.Generator().manual_seed(5))
-    if not isinstance(loss, torch.Tensor) or loss.numel() != 1:
-        raise CheckFailed(f"training loss: return one number as a tensor (got {type(loss).__name__}).")
-    if not loss.requires_grad:
-        raise CheckFailed(
-            "training loss: the loss has no gradient. Return the tensor (not .item()) and do not "
-            "compute it under torch.no_grad(), so that loss.backward() reaches the weights."
-        )
-    if len(model.calls) != 1:
-        raise CheckFailed(
-            f"training loss: call the model once on the whole batch (it was called {len(model.calls)} times)."
-        )
+    check_loss_tensor("training loss", loss, len(model.calls))
     xt, t = model.calls[0]
     if xt.shape != x0.shape:
         raise CheckFailed(f"training loss: the model got x_t of shape {tuple(xt.shape)}, expected {tuple(x0.shape)}.")
