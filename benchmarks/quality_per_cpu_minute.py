@@ -30,7 +30,7 @@ from ddpm_lessons.data import load_mnist, to_uint8
 from ddpm_lessons.flow import FLOW_TIMES
 from ddpm_lessons.metrics import evaluate_samples
 from ddpm_lessons.objectives import LOSS_WEIGHTINGS, OBJECTIVES
-from ddpm_lessons.solvers import PRECISIONS, sample_in_batches
+from ddpm_lessons.solvers import PRECISIONS, native_bf16, sample_in_batches
 from ddpm_lessons.training import DIGITS_RECIPE, LR_DECAYS, TrainConfig, Trainer
 from ddpm_lessons.unet import UNetConfig
 
@@ -50,8 +50,10 @@ p.add_argument("--objective", choices=OBJECTIVES, default=recipe.get("objective"
 p.add_argument("--loss-weighting", choices=LOSS_WEIGHTINGS, default=recipe.get("loss_weighting", "none"))
 p.add_argument("--min-snr-gamma", type=float, default=recipe.get("min_snr_gamma", 5.0))
 p.add_argument("--flow-time", choices=FLOW_TIMES, default=recipe.get("flow_time", "uniform"))
-p.add_argument("--cpu-bf16", type=int, choices=(0, 1), default=int(recipe.get("cpu_bf16", False)),
-               help="1: the training network's forward pass in bfloat16 on the CPU (TrainConfig.cpu_bf16)")  # fmt: skip
+p.add_argument("--cpu-bf16", type=int, choices=(0, 1),
+               default=int(recipe.get("cpu_bf16", False) and native_bf16()),  # as `train` resolves the recipe
+               help="1: the training network's forward pass in bfloat16 on the CPU (TrainConfig.cpu_bf16); "
+                    "default: the recipe's, on a CPU that computes bfloat16 natively")  # fmt: skip
 p.add_argument("--batch-size", type=int, default=recipe["batch_size"])
 p.add_argument("--lr", type=float, default=recipe["lr"])
 p.add_argument("--lr-decay", choices=LR_DECAYS, default=recipe["lr_decay"],
