@@ -3,6 +3,7 @@ the eps model, Euler and Heun for the flow model, each scored by the package's m
 samples on this machine.
 
     .venv/bin/python benchmarks/fast_solvers.py --n 2000 --evals 5 10 --guidance 0.2
+    .venv/bin/python benchmarks/fast_solvers.py --samplers dpmpp-2m dpmpp-2m:logsnr --evals 5 10
     .venv/bin/python benchmarks/fast_solvers.py --model mnist_flow --samplers euler heun --evals 5 10 20
 
 For each sampler and number of model evaluations K: n samples (n / 10 of each digit) with classifier-free
@@ -29,7 +30,7 @@ import torch
 from ddpm_lessons.checkpoints import load_pretrained
 from ddpm_lessons.metrics import evaluate_samples
 from ddpm_lessons.objectives import objective_of
-from ddpm_lessons.solvers import PRECISIONS, sample_dpmpp_2m, sample_heun, sample_in_batches
+from ddpm_lessons.solvers import PRECISIONS, SPACINGS, sample_dpmpp_2m, sample_heun, sample_in_batches
 
 DEFAULT_SPACING = {name: inspect.signature(fn).parameters["spacing"].default
                    for name, fn in (("dpmpp-2m", sample_dpmpp_2m), ("heun", sample_heun))}  # fmt: skip
@@ -40,7 +41,8 @@ def main() -> None:
     p.add_argument("--model", default="mnist_conditional", help="a shipped model's name (checkpoints.PRETRAINED)")
     p.add_argument("--n", type=int, default=2000)
     p.add_argument("--evals", type=int, nargs="+", default=[5, 10])
-    p.add_argument("--samplers", nargs="+", default=["ddim", "dpmpp-2m", "heun"])
+    p.add_argument("--samplers", nargs="+", default=["ddim", "dpmpp-2m", "heun"],
+                   help="samplers; dpmpp-2m and heun take a grid after a colon, as in dpmpp-2m:logsnr")  # fmt: skip
     p.add_argument(
         "--spacings",
         nargs="+",
@@ -59,8 +61,11 @@ def main() -> None:
           f"{datetime.date.today()}; {args.model}, step {record['step']}; n = {args.n}, w = {args.guidance}, "
           f"network in {args.precision}")  # fmt: skip
     print("sampler   spacing  evals  accuracy  FD     floor (sd)     FD/floor  seconds  s per 1,000")
-    rows = [(sampler, spacing) for sampler in args.samplers
-            for spacing in (args.spacings if sampler in ("dpmpp-2m", "heun") else [None])]  # fmt: skip
+    rows = [tuple(name.split(":")) if ":" in name else (name, spacing) for name in args.samplers
+            for spacing in (args.spacings if name in ("dpmpp-2m", "heun") else [None])]  # fmt: skip
+    for sampler, spacing in rows:
+        if spacing is not None and (sampler not in DEFAULT_SPACING or spacing not in SPACINGS):
+            p.error(f"{sampler}:{spacing}: only dpmpp-2m and heun take a grid, one of {', '.join(SPACINGS)}")
     table = []
     for sampler, spacing in rows:
         for evals in args.evals:

@@ -19,6 +19,7 @@ from ddpm_lessons.forward import predict_x0_from_eps
 from ddpm_lessons.samplers import ddim_step, ddim_timesteps, sample_ddim
 from ddpm_lessons.schedules import NoiseSchedule
 from ddpm_lessons.solvers import (
+    SPACINGS,
     dpmpp_2m_step,
     heun_timesteps,
     sample_dpmpp_2m,
@@ -100,13 +101,14 @@ def last_visited(name, schedule, n, spacing):
 @pytest.mark.parametrize(
     "schedule_name, spacing, counts",
     [
-        # Evenly spaced in lambda: the asymptotic order shows from 10 evaluations.
-        ("lambda-uniform", "time", [10, 20, 40, 80]),
+        # Evenly spaced in lambda: the asymptotic order shows from 20 evaluations (from 10 to 20 DPM-Solver++(2M)'s
+        # error only halves: its last visited timestep, where the error is read, moves from t = 100 to t = 50).
+        ("lambda-uniform", "time", [20, 40, 80, 160]),
         # Ho et al.'s linear schedule puts most of the change of lambda into its last timesteps (lambda goes from
-        # 1.0 to 4.6 over t = 111..0), so on timesteps even in t DPM-Solver++(2M) extrapolates over very uneven
-        # steps and is far from its asymptotic regime below about 40 evaluations (errors 0.61, 0.38, 0.13 at 10,
-        # 20, 40).
-        ("linear", "time", [40, 80, 160, 320]),
+        # 1.0 to 4.6 over t = 111..0), so on timesteps even in t the last visited timestep, where the error is read,
+        # moves through the steepest lambda as K grows, and DPM-Solver++(2M)'s slope over 40..320 is only 1.4. On
+        # Karras et al.'s grid the three orders show from 20 evaluations.
+        ("linear", "karras", [20, 40, 80, 160]),
     ],
 )
 def test_convergence_order_on_gaussian_data(schedule_name, spacing, counts):
@@ -132,14 +134,27 @@ def test_convergence_order_on_gaussian_data(schedule_name, spacing, counts):
         assert order == pytest.approx(expected[name], abs=0.25), f"{name}: measured order {order:.2f}"
 
 
-def test_on_the_linear_schedule_the_default_spacings_make_few_evaluations_accurate():
-    """Timesteps even in lambda (DPM-Solver++(2M)) or in sigma^(1/7) (Heun) instead of even in t: on Ho et al.'s
-    schedule the error at 10 and 20 evaluations falls more than tenfold for DPM-Solver++(2M), and Heun shows its
-    second order from 10 evaluations. (At 40 and more evaluations the grid's low-noise end runs out of timesteps:
-    80 even-lambda points already take every t from 5 down to 0.)"""
+def test_on_gaussian_data_the_log_snr_grid_ends_nearer_the_ode_solution():
+    """The output at alpha_bar = 1, where every grid ends, against the exact flow's end point: on Ho et al.'s
+    schedule DPM-Solver++(2M) with 10 and 20 evaluations lands several times nearer it on timesteps even in lambda
+    than even in t. (Even in t is nonetheless the default: on the shipped digits model it gives the lower Frechet
+    distance, benchmarks/README.md, "Few model evaluations".) And Heun shows its second order on Karras et al.'s
+    grid from 10 evaluations."""
     s = NoiseSchedule.make("linear", 1000)
     model = gaussian_eps(s)
     x_T = torch.randn(64, 1, 2, 2, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    end = exact_flow(x_T, s.alpha_bar[-1].item(), 1.0)
+
+    def output_error(n, spacing):
+        out = sample_dpmpp_2m(model, s, x_T.shape, steps=n, clip_x0=False, x_T=x_T, dtype=torch.float64,
+                              spacing=spacing)  # fmt: skip
+        return (out - end).abs().max().item()
+
+    for n in (10, 20):
+        even_t, even_lambda = output_error(n, "time"), output_error(n, "logsnr")
+        print(f"DPM-Solver++(2M), {n} evaluations: output error {even_t:.2e} even in t, {even_lambda:.2e} even in "
+              "lambda")  # fmt: skip
+        assert even_lambda < even_t / 3
 
     def error(name, n, spacing):
         _, traj = SOLVERS[name](model, s, x_T.shape, steps=n, clip_x0=False, x_T=x_T, dtype=torch.float64,
@@ -147,10 +162,6 @@ def test_on_the_linear_schedule_the_default_spacings_make_few_evaluations_accura
         want = exact_flow(x_T, s.alpha_bar[-1].item(), s.alpha_bar[last_visited(name, s, n, spacing)].item())
         return (traj[-2] - want).abs().max().item()
 
-    for n in (10, 20):
-        even_t, even_lambda = error("dpmpp_2m", n, "time"), error("dpmpp_2m", n, "logsnr")
-        print(f"DPM-Solver++(2M), {n} evaluations: error {even_t:.2e} even in t, {even_lambda:.2e} even in lambda")
-        assert even_lambda < even_t / 10
     counts = [10, 20, 40, 80]
     errors = [error("heun", n, "karras") for n in counts]
     print(
@@ -201,9 +212,12 @@ def test_the_first_order_step_is_ddim(clip_x0):
     model = gaussian_eps(s)
     x_T = torch.randn(8, 1, 2, 2, generator=g, dtype=torch.float64)
     for n in (1, 2):
-        ddim = sample_ddim(model, s, x_T.shape, steps=n, clip_x0=clip_x0, x_T=x_T)
+        ts = solver_timesteps(s, n, "time") + [-1]  # both samplers' grid for 1 and 2 evaluations
+        ddim = x_T
+        for t, t_prev in zip(ts[:-1], ts[1:], strict=True):  # DDIM's steps, eta = 0, over the same timesteps
+            ddim = ddim_step(s, ddim, model(ddim, torch.full((8,), t)), t, t_prev, eta=0.0, clip_x0=clip_x0)
         for sampler in (sample_dpmpp_2m, sample_heun):
-            got = sampler(model, s, x_T.shape, steps=n, clip_x0=clip_x0, x_T=x_T, spacing="time")  # DDIM's grid
+            got = sampler(model, s, x_T.shape, steps=n, clip_x0=clip_x0, x_T=x_T, spacing="time")
             assert torch.allclose(got, ddim, atol=1e-12)
 
 
@@ -237,9 +251,9 @@ def test_steps_counts_model_evaluations_and_guidance_is_one_batched_call(name):
 def test_heun_grid():
     s = NoiseSchedule.make("linear", 1000)
     assert heun_timesteps(s, 1, "time") == ([999, -1], 0)
-    assert heun_timesteps(s, 2, "time") == ([999, 0, -1], 0)  # Euler, then Euler to sigma = 0
-    assert heun_timesteps(s, 5, "time") == ([999, 500, 0, -1], 2)  # 2 Heun steps (4 evaluations) + 1 Euler
-    assert heun_timesteps(s, 6, "time") == ([999, 666, 333, 0, -1], 2)  # + an Euler first step
+    assert heun_timesteps(s, 2, "time") == ([999, 500, -1], 0)  # Euler, then Euler to sigma = 0
+    assert heun_timesteps(s, 5, "time") == ([999, 666, 333, -1], 2)  # 2 Heun steps (4 evaluations) + 1 Euler
+    assert heun_timesteps(s, 6, "time") == ([999, 749, 500, 250, -1], 2)  # + an Euler first step
     for spacing in ("time", "logsnr", "karras"):
         for n in range(1, 40):
             ts, n_heun = heun_timesteps(s, n, spacing)
@@ -268,8 +282,9 @@ def test_solver_timesteps_are_even_in_their_variable(T):
         got = [sig[t] for t in ts]
         step = max(abs(a - b) for a, b in zip(sig[:-1], sig[1:], strict=True))  # the coarsest rounding possible
         assert all(abs(g - w) <= step for g, w in zip(got, want, strict=True))
-        assert solver_timesteps(s, n, "time") == ddim_timesteps(T, n)
-    for spacing in ("logsnr", "karras"):  # every timestep once, when as many evaluations as timesteps
+        ts = solver_timesteps(s, n, "time")
+        assert all(abs(t - (T - 1) * (1 - k / n)) <= 0.5 for k, t in enumerate(ts))  # even in t, t = 0 not visited
+    for spacing in SPACINGS:  # every timestep once, when as many evaluations as timesteps
         assert solver_timesteps(s, T, spacing) == list(range(T - 1, -1, -1))
     with pytest.raises(ValueError, match="unknown spacing 'even'"):
         solver_timesteps(s, 5, "even")
