@@ -54,7 +54,7 @@ def _denoise(model, schedule, x, t, y, guidance, clip_x0):
 SPACINGS = ("time", "logsnr", "karras")  # how a solver spreads its model evaluations over the timesteps
 
 
-def solver_timesteps(schedule: NoiseSchedule, steps: int, spacing: str = "logsnr") -> list[int]:
+def solver_timesteps(schedule: NoiseSchedule, steps: int, spacing: str = "time") -> list[int]:
     """The ``steps`` timesteps a solver evaluates the model at, largest first; the step after the last one goes
     to alpha_bar = 1 (t = -1) with that evaluation's x0_hat.
 
@@ -65,12 +65,14 @@ def solver_timesteps(schedule: NoiseSchedule, steps: int, spacing: str = "logsnr
       (:func:`~ddpm_lessons.samplers.ddim_timesteps`, which spends its last evaluation at t = 0, where x_0 is
       nearly clean), the last evaluation is at about T / steps and its x0_hat is the sample.
     - ``"logsnr"``: evenly in the half log-SNR lambda_t = log(alpha_t / sigma_t), the variable in which
-      DPM-Solver's steps have their order (Lu et al. 2022, Sec. 3.3 and 5: "uniform logSNR").
+      DPM-Solver's steps have their order ("uniform logSNR" of the DPM-Solver paper, Lu et al. 2022,
+      arXiv:2206.00927, Sec. 3.3).
     - ``"karras"``: sigma_hat = sigma_t / alpha_t spaced as sigma_i^(1/rho) evenly with rho = 7 (Karras et al.
       2022, Eq. 5).
 
     Each point is rounded to the nearest timestep (in t, or in lambda); should two round to one, the earlier
-    (noisier) one moves up by one, so the list is strictly decreasing.
+    (noisier) one moves up by one, so the list is strictly decreasing. With as many evaluations as timesteps, or
+    nearly, there is no room to move up: the grid is then DDIM's, evenly over T-1..0 with t = 0 evaluated.
     """
     if spacing not in SPACINGS:
         raise ValueError(f"unknown spacing {spacing!r}; choose one of {', '.join(SPACINGS)}")
@@ -162,7 +164,7 @@ def sample_dpmpp_2m(
 
     It visits the timesteps of :func:`solver_timesteps`, one model evaluation each (a guided evaluation is one
     call on a doubled batch), and reuses the previous evaluation's x0_hat for the second order. ``spacing``:
-    even in t by default, the grid with the lowest Frechet distance on the shipped digits model at 5, 10 and 20
+    even in t by default, the grid with the lowest Frechet distance on the shipped digits model at 5 and 10
     evaluations (benchmarks/README.md, "Few model evaluations"); on Gaussian data, where the ODE's solution is
     known, "logsnr" is far more accurate at few evaluations (tests/test_solvers.py). The first step has no
     previous evaluation and the last one goes to alpha_bar = 1, so both are first order, the DDIM step with

@@ -4,8 +4,10 @@ Carlo and by differentiating the solution).
 
 The solution depends on alpha_bar only, not on how a schedule reaches it, and the exact predictor is exact at every
 timestep, so a solver's error against it is its discretisation error alone: no discrete-time effect of the schedule
-enters. The error is measured at the last visited timestep; the step after it, to alpha_bar = 1, is the same
-first-order step (x0_hat of Eq. 15) for every solver and does not shrink with more evaluations.
+enters. The orders are measured at the last visited timestep: the step after it, to alpha_bar = 1, is the same
+first-order step (x0_hat of Eq. 15) for every solver, and its error depends on where it starts; once a grid ends at
+t = 0 it no longer shrinks with more evaluations. Where samplers are compared with one another, the error is read at
+alpha_bar = 1, the one point they all end at.
 """
 
 import math
@@ -106,8 +108,8 @@ def last_visited(name, schedule, n, spacing):
         ("lambda-uniform", "time", [20, 40, 80, 160]),
         # Ho et al.'s linear schedule puts most of the change of lambda into its last timesteps (lambda goes from
         # 1.0 to 4.6 over t = 111..0), so on timesteps even in t the last visited timestep, where the error is read,
-        # moves through the steepest lambda as K grows, and DPM-Solver++(2M)'s slope over 40..320 is only 1.4. On
-        # Karras et al.'s grid the three orders show from 20 evaluations.
+        # moves through the steepest lambda as K grows, and DPM-Solver++(2M)'s slope over 40..320 is only 1.4. With
+        # DPM-Solver++(2M) and Heun on Karras et al.'s grid (DDIM on its own) the three orders show from 20.
         ("linear", "karras", [20, 40, 80, 160]),
     ],
 )
@@ -262,8 +264,9 @@ def test_heun_grid():
 
 @pytest.mark.parametrize("T", [50, 1000])
 def test_solver_timesteps_are_even_in_their_variable(T):
-    """Each spacing, recomputed here from alpha_bar: even steps in lambda = log(alpha / sigma) for "logsnr", in
-    sigma_hat^(1/7) with sigma_hat = sigma / alpha for "karras", both over steps + 1 points from t = T-1 to t = 0."""
+    """Each spacing, recomputed here from alpha_bar: even steps in t for "time", in lambda = log(alpha / sigma) for
+    "logsnr", in sigma_hat^(1/7) with sigma_hat = sigma / alpha for "karras", each over steps + 1 points from t = T-1
+    to t = 0 (not visited)."""
     s = NoiseSchedule.make("linear", T)
     ab = s.alpha_bar
     lam = [0.5 * math.log(a / (1 - a)) for a in ab.tolist()]
@@ -326,16 +329,16 @@ def test_dpmpp_2m_step_refuses_bad_steps():
 
 
 def test_second_order_solvers_beat_ddim_at_the_same_cost():
-    """On the lambda-uniform schedule at 20 evaluations: what the orders mean in practice."""
+    """On the lambda-uniform schedule at 20 evaluations, each on its default grid: what the orders mean in practice,
+    read at the output (alpha_bar = 1), the one point every sampler ends at (errors 0.16, 0.012 and 0.14)."""
     s = lambda_uniform_schedule()
     model = gaussian_eps(s)
     x_T = torch.randn(64, 1, 2, 2, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
-    want = exact_flow(x_T, s.alpha_bar[-1].item(), s.alpha_bar[0].item())
+    want = exact_flow(x_T, s.alpha_bar[-1].item(), 1.0)
     err = {}
     for name, sampler in SOLVERS.items():
-        _, traj = sampler(model, s, x_T.shape, steps=20, clip_x0=False, x_T=x_T, dtype=torch.float64,
-                          return_trajectory=True)  # fmt: skip
-        err[name] = (traj[-2] - want).abs().max().item()
+        out = sampler(model, s, x_T.shape, steps=20, clip_x0=False, x_T=x_T, dtype=torch.float64)
+        err[name] = (out - want).abs().max().item()
     assert err["dpmpp_2m"] < err["ddim"] / 5 and err["heun"] < err["ddim"]
     assert math.isfinite(sum(err.values()))
 
