@@ -61,7 +61,7 @@ def solver_timesteps(schedule: NoiseSchedule, steps: int, spacing: str = "time")
     Each grid is steps + 1 points from t = T-1 down to t = 0, spread evenly in its own variable, of which the
     first ``steps`` are evaluated:
 
-    - ``"time"``: evenly in t ("uniform time", Lu et al. 2022). Unlike DDIM's grid
+    - ``"time"``: evenly in t. Unlike DDIM's grid
       (:func:`~ddpm_lessons.samplers.ddim_timesteps`, which spends its last evaluation at t = 0, where x_0 is
       nearly clean), the last evaluation is at about T / steps and its x0_hat is the sample.
     - ``"logsnr"``: evenly in the half log-SNR lambda_t = log(alpha_t / sigma_t), the variable in which
