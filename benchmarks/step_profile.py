@@ -29,6 +29,7 @@ p.add_argument("--steps", type=int, default=20)
 p.add_argument("--rounds", type=int, default=3)
 p.add_argument("--precision", choices=["fp32", "bf16"], default="fp32", help="TrainConfig.cpu_bf16 (recipe: bf16)")
 p.add_argument("--objective", choices=OBJECTIVES, default=DIGITS_RECIPE["train"].get("objective", "eps"))
+p.add_argument("--dropout", type=float, default=DIGITS_RECIPE["model"]["dropout"], help="inside the residual blocks")
 args = p.parse_args()
 
 CATEGORIES = {  # profiler op name fragments -> category (first match wins)
@@ -46,7 +47,7 @@ def category(name: str) -> str:
 
 
 x, y = load_mnist("train", source="bundled")
-config = UNetConfig(num_classes=10, **DIGITS_RECIPE["model"])
+config = UNetConfig(num_classes=10, **{**DIGITS_RECIPE["model"], "dropout": args.dropout})
 train = {k: v for k, v in DIGITS_RECIPE["train"].items() if k in TrainConfig.__dataclass_fields__}
 train.update(cpu_bf16=args.precision == "bf16", objective=args.objective, device="cpu", checkpoint_every=10**9)
 trainer = Trainer(config, TrainConfig(**train), x, tempfile.mkdtemp(), labels=y, progress=False)

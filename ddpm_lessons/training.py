@@ -40,16 +40,15 @@ from ddpm_lessons.utils import TimeEstimate, get_device, progress
 LR_DECAYS = ("none", "cosine")  # what TrainConfig.lr_decay accepts
 
 # The recipe the project recommends for 28 x 28 digits (MNIST, Fashion-MNIST), measured in benchmarks/README.md
-# ("Time to quality"): what `train --dataset mnist` uses for every option it is not given. "train" holds TrainConfig
-# fields, "model" UNetConfig fields, "sampling" the setting its checkpoint record carries for `sample`. Each choice
-# was measured against one baseline at 5 minutes on 2 cores (the ablation table there), and the combination at 10:
-# the flow-matching velocity with logit-normal times (lesson 11) came closest to the data, 41% closer than plain
-# eps-prediction and by a margin near the noise over eps or v with min-SNR weighting; a network with fewer channels
-# at 28 x 28 than the course's (1.9x the steps per minute), without dropout (at 5 minutes 1.15x the steps and 8% closer
-# to the data than with 0.1); a learning rate of 2e-3 decayed to 0 along a cosine over
-# the budget; the forward pass in bfloat16 on a CPU that computes it natively (1.2x the steps per minute; `train`
-# keeps float32 on other CPUs); Heun with 15 model evaluations at w = 0.1 (the closest to the data of the settings
-# tried on a 10-minute run at another seed that draw 1,000 samples in under 30 s).
+# ("Quality per CPU-minute" and "Time to quality"): what `train --dataset mnist` uses for every option it is not given.
+# "train" holds TrainConfig fields, "model" UNetConfig fields, "sampling" the setting its checkpoint record carries for
+# `sample`. Each choice was measured from scratch on 2 cores against a baseline: a network with fewer channels at
+# 28 x 28 than the course's (1.9x the steps per minute) and a learning rate of 2e-3 decayed to 0 along a cosine over
+# the budget, at 15 minutes; the flow-matching velocity with logit-normal times (lesson 11), 41% closer to the data
+# than plain eps-prediction and by a margin near the noise over eps or v with min-SNR weighting, the forward pass in
+# bfloat16 on a CPU that computes it natively (1.2x the steps per minute; `train` keeps float32 on other CPUs) and no
+# dropout (1.14x the steps, 8% closer), at 5 minutes; Heun with 15 model evaluations at w = 0.1, the closest to the
+# data of the settings tried at sample seed 1 on a 10-minute model.
 DIGITS_RECIPE = {
     "train": {
         "objective": "flow",
