@@ -54,6 +54,11 @@ def main() -> None:
     p.add_argument("--precision", choices=PRECISIONS, default="fp32", help="bf16: the network in bfloat16")
     p.add_argument("--json", help="also write the rows, the machine and the command to this JSON file")
     args = p.parse_args()
+    rows = [tuple(name.split(":")) if ":" in name else (name, spacing) for name in args.samplers
+            for spacing in (args.spacings if name in ("dpmpp-2m", "heun") else [None])]  # fmt: skip
+    for sampler, spacing in rows:  # before anything is loaded
+        if spacing is not None and (sampler not in DEFAULT_SPACING or spacing not in SPACINGS):
+            p.error(f"{sampler}:{spacing}: only dpmpp-2m and heun take a grid, one of {', '.join(SPACINGS)}")
     model, schedule, record = load_pretrained(name=args.model)
     objective = objective_of(record)
     labels = torch.arange(args.n) % 10
@@ -61,11 +66,6 @@ def main() -> None:
           f"{datetime.date.today()}; {args.model}, step {record['step']}; n = {args.n}, w = {args.guidance}, "
           f"network in {args.precision}")  # fmt: skip
     print("sampler   spacing  evals  accuracy  FD     floor (sd)     FD/floor  seconds  s per 1,000")
-    rows = [tuple(name.split(":")) if ":" in name else (name, spacing) for name in args.samplers
-            for spacing in (args.spacings if name in ("dpmpp-2m", "heun") else [None])]  # fmt: skip
-    for sampler, spacing in rows:
-        if spacing is not None and (sampler not in DEFAULT_SPACING or spacing not in SPACINGS):
-            p.error(f"{sampler}:{spacing}: only dpmpp-2m and heun take a grid, one of {', '.join(SPACINGS)}")
     table = []
     for sampler, spacing in rows:
         for evals in args.evals:

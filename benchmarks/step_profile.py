@@ -5,8 +5,9 @@ operator name and approximate.
 
     python benchmarks/step_profile.py --steps 20 --objective eps
 
-Also times the same number of bare steps (the network's forward and backward and AdamW, nothing else) in alternating
-rounds, so that the per-step overhead of the trainer is read as a ratio. Prints one JSON object.
+Also times the same number of bare steps (the network's forward, in the same precision, its backward and AdamW,
+nothing else) in alternating rounds, so that the per-step overhead of the trainer is read as a ratio. Prints one JSON
+object.
 """
 
 import argparse
@@ -57,7 +58,9 @@ batch = train.get("batch_size", 64)
 
 def bare_step() -> None:
     xb, t, yb = x[:batch], torch.randint(0, 1000, (batch,)), y[:batch]
-    loss = (bare(xb, t, yb) - xb).pow(2).mean()
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.precision == "bf16"):  # as the trainer runs it
+        out = bare(xb, t, yb)
+    loss = (out.float() - xb).pow(2).mean()
     trainer.optimizer.zero_grad(set_to_none=True)
     loss.backward()
     trainer.optimizer.step()

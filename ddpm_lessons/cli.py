@@ -167,10 +167,10 @@ def _fill_from_recipe(args) -> None:
         try:
             started = json.loads(record_path.read_text())
         except (OSError, ValueError):  # unreadable: the trainer names the problem when it reads the checkpoint
-            started = None
+            pass
     for dest, (part, field) in RECIPE_OPTIONS.items():
         if getattr(args, dest) is None:
-            if started is not None:  # a field older than its record: the default, which that version used
+            if started is not None:  # a field the record predates: TrainConfig's default, which that run used
                 setattr(args, dest, started.get(part, {}).get(field, defaults[part][field]))
                 continue
             recipe = DIGITS_RECIPE[part] if args.recipe else {}
