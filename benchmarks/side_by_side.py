@@ -4,11 +4,15 @@ same cores, each sampled as its authors do and scored by the same metric (benchm
     python -u benchmarks/side_by_side.py --minutes 10 --out runs/side_by_side
 
 The project's recipe runs as a user runs it: ``train --dataset mnist --source bundled --conditional --minutes M``,
-then ``sample --n 2000 --labels balanced`` with no sampling options (the checkpoint's record carries them), each a
-command of its own, so the sampling time includes loading. The others (``other_recipes.py``) train in this process on
-the same bundled digits for the same minutes. Their samplers take hundreds of network calls per sample, so they are
-scored on fewer samples (``--n-other``; the distance's floor is drawn at the same count, and the project's samples
-are scored again at each such count), and their seconds per 1,000 samples are those of the n drawn, scaled.
+then ``sample --n 2000 --labels balanced --seed K`` with no sampling options (the checkpoint's record carries them),
+each a command of its own, so the sampling time (seed 0's) includes loading. One draw of 2,000 samples is a noisy
+estimate of the distance (its standard deviation over sample seeds is about a tenth of it, as large as the floor's
+over its draws), so the project's recipe is drawn at ``--seeds`` seeds, 0, 1, ..., each scored, and its row reports
+the means with the standard deviation over the seeds, as the floor is the mean over its draws. The others
+(``other_recipes.py``) train in this process on the same bundled digits for the same minutes. Their samplers take
+hundreds of network calls per sample, so they are scored on fewer samples (``--n-other``; the distance's floor is
+drawn at the same count, and the project's samples of seed 0 are scored again at each such count), and their
+seconds per 1,000 samples are those of the n drawn, scaled.
 Prints one JSON line per recipe and weight, then a table.
 """
 
@@ -18,6 +22,7 @@ import argparse
 import json
 import os
 import platform
+import statistics
 import subprocess
 import sys
 import time
@@ -35,6 +40,7 @@ from ddpm_lessons.metrics import evaluate_samples  # noqa: E402
 p = argparse.ArgumentParser()
 p.add_argument("--minutes", type=float, default=10.0)
 p.add_argument("--n", type=int, default=2000, help="samples of the project's recipe")
+p.add_argument("--seeds", type=int, default=5, help="draws of the project's samples, at seeds 0 .. SEEDS - 1")
 p.add_argument("--n-other", type=int, nargs=2, default=[20, 40], metavar=("TEAPEARCE", "HF_COURSE"),
                help="samples of the other recipes (their samplers call the network 400 and 1,000 times)")  # fmt: skip
 p.add_argument("--recipes", nargs="+", default=["ours", *RECIPES], choices=["ours", *RECIPES])
@@ -63,18 +69,31 @@ def ours() -> None:
     if not (run / "model.safetensors").exists():
         subprocess.run(train, check=True)
     record = json.loads((run / "model.json").read_text())
-    samples = run / "samples.npz"
-    start = time.perf_counter()
-    subprocess.run([*cli, "sample", "--checkpoint", str(run / "model.safetensors"), "--n", str(args.n), "--labels",
-                    "balanced", "--seed", "0", "--out", str(samples)], check=True)  # fmt: skip
-    seconds = time.perf_counter() - start
-    data = np.load(samples)
-    images, labels = torch.from_numpy(data["images"]), torch.from_numpy(data["labels"])
     common = dict(recipe="ours (train --dataset mnist --conditional)", steps=record["step"], train_minutes=args.minutes,
-                  sampling_seconds_per_1000=round(seconds * 1000 / args.n, 1), command=" ".join(train[1:]))  # fmt: skip
-    score(images, labels, **common)
-    for n in sorted(set(args.n_other)):  # the same samples at the other recipes' counts, so rows compare at one n
-        score(images[:n], labels[:n], **common)
+                  command=" ".join(train[1:]))  # fmt: skip
+    draws = []
+    for seed in range(args.seeds):
+        samples = run / ("samples.npz" if seed == 0 else f"samples_seed{seed}.npz")
+        start = time.perf_counter()
+        subprocess.run([*cli, "sample", "--checkpoint", str(run / "model.safetensors"), "--n", str(args.n), "--labels",
+                        "balanced", "--seed", str(seed), "--out", str(samples)], check=True)  # fmt: skip
+        seconds = time.perf_counter() - start
+        data = np.load(samples)
+        images, labels = torch.from_numpy(data["images"]), torch.from_numpy(data["labels"])
+        metrics = evaluate_samples(images, labels)
+        draws.append(metrics)
+        print(json.dumps({"seed": seed, "sampling_seconds": round(seconds, 1), **metrics}), flush=True)
+        if seed == 0:
+            seconds_per_1000 = round(seconds * 1000 / args.n, 1)
+            for n in sorted(set(args.n_other)):  # the same samples at the other recipes' counts: rows compare at one n
+                score(images[:n], labels[:n], sampling_seconds_per_1000=seconds_per_1000, seeds=1, **common)
+    per_seed = {key: [d[key] for d in draws] for key in ("conditional_accuracy", "frechet_distance", "frechet_ratio")}
+    mean = {key: sum(values) / len(values) for key, values in per_seed.items()}
+    sd = statistics.stdev(per_seed["frechet_distance"]) if len(draws) > 1 else 0.0
+    score_row = {**draws[0], **mean, "seeds": len(draws), "frechet_distance_sd_over_seeds": sd,
+                 "per_seed": per_seed, "sampling_seconds_per_1000": seconds_per_1000, **common}  # fmt: skip
+    print(json.dumps(score_row), flush=True)
+    rows.insert(0, score_row)
 
 
 def other(name: str, n: int) -> None:
@@ -115,9 +134,11 @@ names = {row["recipe"] for row in rows}
 kept = [row for row in json.loads(saved.read_text()) if row["recipe"] not in names] if saved.exists() else []
 rows = kept + rows
 saved.write_text(json.dumps(rows, indent=2))
-print("\n| recipe | steps | w | n | accuracy | FD | floor | FD / floor | sampling s per 1,000 |")
-print("|---|---|---|---|---|---|---|---|---|")
+print("\n| recipe | steps | w | n | seeds | accuracy | FD (sd over seeds) | floor | FD / floor | s per 1,000 samples |")
+print("|---|---|---|---|---|---|---|---|---|---|")
 for r in rows:
-    print(f"| {r['recipe']} | {r['steps']} | {r.get('guidance', 'record')} | {r['n']} | "
-          f"{r['conditional_accuracy']:.1%} | {r['frechet_distance']:.2f} | {r['frechet_distance_real_vs_real']:.2f} | "
+    sd = f" ({r['frechet_distance_sd_over_seeds']:.2f})" if r.get("seeds", 1) > 1 else ""
+    print(f"| {r['recipe']} | {r['steps']} | {r.get('guidance', 'record')} | {r['n']} | {r.get('seeds', 1)} | "
+          f"{r['conditional_accuracy']:.1%} | {r['frechet_distance']:.2f}{sd} | "
+          f"{r['frechet_distance_real_vs_real']:.2f} | "
           f"{r['frechet_ratio']:.2f}x | {r['sampling_seconds_per_1000']:.0f} |")  # fmt: skip

@@ -474,7 +474,14 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="cosine: to 0 at --steps, or at --minutes",
     )
-    t.add_argument("--ema-decay", type=fraction, default=None)
+    t.add_argument(
+        "--ema-decay",
+        type=fraction,
+        default=None,
+        help="the EMA's decay d; its warm-up, min(d, (1 + step) / (10 + step)), reaches d at step "
+        "(10 d - 1) / (1 - d), 8,990 for 0.999: before that the warm-up sets the average, about the last ninth of the "
+        "steps",
+    )
     t.add_argument("--label-dropout", type=fraction, default=train_defaults.label_dropout)
     t.add_argument("--base-channels", type=positive_int, default=None)
     t.add_argument("--channel-mults", type=positive_int, nargs="+", default=None)
