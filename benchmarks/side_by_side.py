@@ -13,7 +13,7 @@ the means with the standard deviation over the seeds, as the floor is the mean o
 hundreds of network calls per sample, so they are scored on fewer samples (``--n-other``; the distance's floor is
 drawn at the same count, and the project's samples of seed 0 are scored again at each such count), and their
 seconds per 1,000 samples are those of the n drawn, scaled.
-Prints one JSON line per recipe and weight, then a table.
+Prints one JSON line per draw of the project's samples and per recipe and weight, then a table.
 """
 
 from __future__ import annotations
@@ -48,6 +48,8 @@ p.add_argument("--guidance", type=float, nargs="*", default=None,
                help="override the published weights of a guided recipe (default: all of them)")  # fmt: skip
 p.add_argument("--out", default="runs/side_by_side")
 args = p.parse_args()
+if args.seeds < 1:
+    p.error(f"--seeds {args.seeds}: the project's samples need at least one draw; 5 is the default")
 out = Path(args.out)
 out.mkdir(parents=True, exist_ok=True)
 rows = []
@@ -66,11 +68,16 @@ def ours() -> None:
     cli = [sys.executable, "-m", "ddpm_lessons"]
     train = [*cli, "train", "--dataset", "mnist", "--source", "bundled", "--conditional", "--minutes",
              str(args.minutes), "--out", str(run)]  # fmt: skip
-    if not (run / "model.safetensors").exists():
+    trained_here = not (run / "model.safetensors").exists()
+    if trained_here:
         subprocess.run(train, check=True)
     record = json.loads((run / "model.json").read_text())
     common = dict(recipe="ours (train --dataset mnist --conditional)", steps=record["step"], train_minutes=args.minutes,
-                  command=" ".join(train[1:]))  # fmt: skip
+                  train_seed=record["train"].get("seed"))  # fmt: skip
+    if trained_here:
+        common["command"] = " ".join(train[1:])
+    else:  # a model already in place: its own record, not this call, says how it was trained
+        common["model"] = f"{run / 'model.safetensors'}, in place before this call"
     draws = []
     for seed in range(args.seeds):
         samples = run / ("samples.npz" if seed == 0 else f"samples_seed{seed}.npz")
@@ -80,18 +87,20 @@ def ours() -> None:
         seconds = time.perf_counter() - start
         data = np.load(samples)
         images, labels = torch.from_numpy(data["images"]), torch.from_numpy(data["labels"])
-        metrics = evaluate_samples(images, labels)
+        metrics = {**evaluate_samples(images, labels), "sampling_seconds": round(seconds, 1)}
         draws.append(metrics)
-        print(json.dumps({"seed": seed, "sampling_seconds": round(seconds, 1), **metrics}), flush=True)
+        print(json.dumps({"seed": seed, **metrics}), flush=True)
         if seed == 0:
             seconds_per_1000 = round(seconds * 1000 / args.n, 1)
             for n in sorted(set(args.n_other)):  # the same samples at the other recipes' counts: rows compare at one n
                 score(images[:n], labels[:n], sampling_seconds_per_1000=seconds_per_1000, seeds=1, **common)
-    per_seed = {key: [d[key] for d in draws] for key in ("conditional_accuracy", "frechet_distance", "frechet_ratio")}
-    mean = {key: sum(values) / len(values) for key, values in per_seed.items()}
+    varying = ("conditional_accuracy", "diversity", "frechet_distance", "frechet_ratio", "sampling_seconds")
+    per_seed = {key: [d[key] for d in draws] for key in varying if key in draws[0]}
+    mean = {key: sum(values) / len(values) for key, values in per_seed.items() if key != "sampling_seconds"}
+    same = {key: value for key, value in draws[0].items() if key not in varying and key != "frechet_distance_sd"}
     sd = statistics.stdev(per_seed["frechet_distance"]) if len(draws) > 1 else 0.0
-    score_row = {**draws[0], **mean, "seeds": len(draws), "frechet_distance_sd_over_seeds": sd,
-                 "per_seed": per_seed, "sampling_seconds_per_1000": seconds_per_1000, **common}  # fmt: skip
+    score_row = {**same, **mean, "seeds": len(draws), "frechet_distance_sd_over_seeds": sd, "per_seed": per_seed,
+                 "sampling_seconds_per_1000": seconds_per_1000, **common}  # fmt: skip
     print(json.dumps(score_row), flush=True)
     rows.insert(0, score_row)
 

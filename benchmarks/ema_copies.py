@@ -1,0 +1,66 @@
+"""Train with `python -m ddpm_lessons train ...` while keeping extra EMA copies of the weights beside the trainer's own,
+so that EMA settings compare on one run, free of the noise between runs (benchmarks/README.md, "Time to quality").
+
+    python benchmarks/ema_copies.py --decays 0.998 0.9995 -- train --dataset mnist --source bundled --conditional \
+        --minutes 10 --seed 2 --out runs/ttq_ema
+    python benchmarks/ema_copies.py --warmups 3 5 7 20 -- train --dataset mnist --source bundled --conditional \
+        --minutes 10 --seed 3 --out runs/ttq_emaK
+
+Everything after ``--`` goes to the command line unchanged. Each copy is updated after every optimiser step, as
+``training.EMA`` updates the trainer's, with decay min(d, (1 + step) / (K + step)): ``--decays`` varies d at the
+trainer's K = 10, ``--warmups`` varies K at d = 0.9999 (which short runs never reach). The copies are written as
+OUT/ema_d<d>.pt or OUT/ema_K<K>.pt (state dicts that fit the run's model.safetensors), and the largest difference of
+each from the trainer's EMA is printed. `python -m ddpm_lessons sample` does not read them: load one into the model
+of ``checkpoints.load_model(OUT/model.safetensors)`` to sample it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import sys
+from pathlib import Path
+
+import torch
+
+from ddpm_lessons import training
+from ddpm_lessons.cli import main
+
+p = argparse.ArgumentParser()
+p.add_argument("--decays", type=float, nargs="*", default=[], help="decays d of extra copies, at the trainer's K = 10")
+p.add_argument("--warmups", type=float, nargs="*", default=[], help="warm-up constants K of extra copies, d = 0.9999")
+p.add_argument("command", nargs=argparse.REMAINDER, help="-- and then the ddpm_lessons command line (train ...)")
+args = p.parse_args()
+command = args.command[1:] if args.command[:1] == ["--"] else args.command
+if not command or command[0] != "train" or "--out" not in command:
+    sys.exit("give the training command after --, as in: -- train --dataset mnist ... --out runs/NAME")
+settings = [(f"d{d}", d, 10.0) for d in args.decays] + [(f"K{k:g}", 0.9999, k) for k in args.warmups]
+if not settings:
+    sys.exit("give at least one of --decays and --warmups")
+
+copies: dict[str, torch.nn.Module] = {}
+trainer_ema: list[training.EMA] = []
+update = training.EMA.update
+
+
+@torch.no_grad()
+def update_with_copies(self: training.EMA, model: torch.nn.Module, step: int) -> None:
+    update(self, model, step)
+    if not copies:  # after the trainer's first update, as its own EMA starts from the same weights
+        trainer_ema.append(self)
+        copies.update({name: copy.deepcopy(self.model) for name, _, _ in settings})
+    weights = [p.detach() for p in model.parameters()]
+    for name, decay, warmup in settings:
+        d = min(decay, (1 + step) / (warmup + step))
+        torch._foreach_lerp_(list(copies[name].parameters()), weights, 1.0 - d)
+
+
+training.EMA.update = update_with_copies
+status = main(command)
+out = Path(command[command.index("--out") + 1])
+for name, model in copies.items():
+    torch.save(model.state_dict(), out / f"ema_{name}.pt")
+    own = trainer_ema[0].model.state_dict()
+    gap = max((v.float() - own[k].float()).abs().max().item() for k, v in model.state_dict().items())
+    print(f"{out / f'ema_{name}.pt'}: largest difference from the trainer's EMA {gap:.3g}")
+sys.exit(status)
