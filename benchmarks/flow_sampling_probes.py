@@ -1,0 +1,145 @@
+"""Sampling variants tried on a trained flow model, each against the setting its record carries, on the same sample
+seeds (benchmarks/README.md, "Time to quality", "Tried at sampling on these runs").
+
+    python benchmarks/flow_sampling_probes.py --checkpoint runs/ttq_seed1/model.safetensors --seeds 0 1 \
+        --probes record interval:0.2:0.2:0.9 eta:20:0.5 clip
+
+Probes (w: the guidance weight, the record's unless given; s = 1 is noise, s = 0 the data):
+
+- ``record``: the record's sampler, evaluations and w, as ``sample`` draws them;
+- ``heun:K``: Heun with K model evaluations at the record's w;
+- ``interval:W:LO:HI``: the record's sampler with guidance W only at flow times s in [LO, HI], the conditional
+  velocity alone elsewhere (Kynkaenniemi et al. 2024, guidance in a limited interval);
+- ``eta:STEPS:ETA``: DDIM's update with its eta (Song et al. 2021, Eq. 12) on the flow path, alpha = 1 - s and
+  sigma = s, over STEPS even steps at the record's w; eta = 0 is the Euler step;
+- ``clip``: the record's sampler, with each data prediction x0 = x - s v clipped to [-1, 1] and v recomputed;
+- ``autoguide:WEIGHTS:W``: v = (1 + W) v_model - W v_guide, both conditional and without label guidance, where the
+  guide is the same network with the state dict in WEIGHTS (for example an EMA copy from ``ema_copies.py``;
+  Karras et al. 2024, autoguidance).
+
+``--weights`` loads another state dict into the model first (``raw``: the un-averaged weights of the run's
+checkpoint.pt). Prints, per probe and seed, accuracy, Frechet distance and its ratio to the floor, then the means.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import math
+from pathlib import Path
+
+import torch
+
+from ddpm_lessons.checkpoints import load_model, load_training_checkpoint
+from ddpm_lessons.flow import FLOW_TIME_SCALE, flow_timesteps
+from ddpm_lessons.metrics import evaluate_samples
+from ddpm_lessons.samplers import NO_LABEL
+from ddpm_lessons.solvers import in_bfloat16, sample_in_batches
+
+p = argparse.ArgumentParser()
+p.add_argument("--checkpoint", required=True, help="a flow model's model.safetensors")
+p.add_argument("--weights", default=None, help="raw, or a state dict (.pt) to load into the model")
+p.add_argument("--n", type=int, default=2000)
+p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+p.add_argument("--probes", nargs="+", default=["record"])
+args = p.parse_args()
+
+model, schedule, record = load_model(args.checkpoint)
+if record["train"].get("objective") != "flow":
+    p.error(f"{args.checkpoint} is not a flow model (objective {record['train'].get('objective')!r})")
+if args.weights == "raw":
+    model.load_state_dict(load_training_checkpoint(Path(args.checkpoint).with_name("checkpoint.pt"))[0]["model"])
+elif args.weights:
+    model.load_state_dict(torch.load(args.weights, weights_only=True))
+model.eval()
+sampling = record["sampling"]
+labels = torch.arange(args.n) % 10
+
+
+def guided(net, weight_at):
+    """A velocity network that guides by itself: (1 + w) v(x, s, y) - w v(x, s, no label), w = weight_at(s), combined
+    in float32 as ``samplers.guided_eps`` does."""
+
+    def v(x, t_in, y):
+        w = weight_at(float(t_in[0]) / FLOW_TIME_SCALE)
+        if w == 0:
+            return net(x, t_in, y).float()
+        both = net(torch.cat([x, x]), torch.cat([t_in, t_in]), torch.cat([y, torch.full_like(y, NO_LABEL)])).float()
+        cond, uncond = both.chunk(2)
+        return (1 + w) * cond - w * uncond
+
+    return v
+
+
+def draw(net, sampler: str, steps: int, seed: int) -> torch.Tensor:
+    """The package's flow sampler on a network that does its own guidance (guidance 0 here), network in bf16."""
+    return sample_in_batches(net, schedule, args.n, (1, 28, 28), labels=labels, batch_size=100, sampler=sampler,
+                             steps=steps, guidance=0.0, precision="bf16", objective="flow",
+                             generator=torch.Generator().manual_seed(seed))  # fmt: skip
+
+
+@torch.no_grad()
+def draw_eta(steps: int, eta: float, w: float, seed: int) -> torch.Tensor:
+    """DDIM's update x' = a' x0 + sqrt(s'^2 - c^2) eps + c z on alpha = 1 - s, sigma = s, where
+    c = eta s' sqrt(1 - (a s')^2 / (a' s)^2) (Song et al. 2021, Eq. 16 in these coordinates), x0 = x - s v and
+    eps = x + (1 - s) v; 100 samples at a time, x_1 and z from one generator."""
+    net, g, out = in_bfloat16(guided(model, lambda s: w)), torch.Generator().manual_seed(seed), []
+    grid = flow_timesteps(steps)
+    for start in range(0, args.n, 100):
+        y = labels[start : start + 100]
+        x = torch.randn(len(y), 1, 28, 28, generator=g)
+        for s, s_next in zip(grid[:-1], grid[1:], strict=True):
+            v = net(x, torch.full((len(y),), FLOW_TIME_SCALE * s), y).float()
+            x0, eps = x - s * v, x + (1 - s) * v
+            if s_next == 0:
+                x = x0
+                break
+            a, a_next = 1 - s, 1 - s_next
+            c = eta * s_next * math.sqrt(max(0.0, 1 - (a * s_next) ** 2 / (a_next * s) ** 2))
+            x = a_next * x0 + math.sqrt(max(s_next**2 - c**2, 0.0)) * eps + c * torch.randn(x.shape, generator=g)
+        out.append(x)
+    return torch.cat(out)
+
+
+def run(probe: str, seed: int) -> torch.Tensor:
+    kind, *rest = probe.split(":")
+    w, sampler, steps = sampling["guidance"], sampling["sampler"], sampling["steps"]
+    if kind == "record":
+        return draw(guided(model, lambda s: w), sampler, steps, seed)
+    if kind == "heun":
+        return draw(guided(model, lambda s: w), "heun", int(rest[0]), seed)
+    if kind == "interval":
+        wi, lo, hi = (float(v) for v in rest)
+        return draw(guided(model, lambda s: wi if lo <= s <= hi else 0.0), sampler, steps, seed)
+    if kind == "eta":
+        return draw_eta(int(rest[0]), float(rest[1]), w, seed)
+    if kind == "clip":
+        inner = guided(model, lambda s: w)
+
+        def clipped(x, t_in, y):
+            s = float(t_in[0]) / FLOW_TIME_SCALE
+            v = inner(x, t_in, y).float()
+            return (x - (x - s * v).clamp(-1.0, 1.0)) / s
+
+        return draw(clipped, sampler, steps, seed)
+    if kind == "autoguide":
+        guide = copy.deepcopy(model)
+        guide.load_state_dict(torch.load(rest[0], weights_only=True))
+        wa = float(rest[1])
+        return draw(lambda x, t_in, y: (1 + wa) * model(x, t_in, y).float() - wa * guide(x, t_in, y).float(), sampler,
+                    steps, seed)  # fmt: skip
+    raise SystemExit(f"unknown probe {probe!r}; see the docstring: record, heun:K, interval:W:LO:HI, eta:STEPS:ETA, "
+                     "clip, autoguide:WEIGHTS:W")  # fmt: skip
+
+
+print(f"{args.checkpoint} (weights: {args.weights or 'its EMA'}), step {record['step']}; record's setting {sampling}; "
+      f"n = {args.n}")  # fmt: skip
+for probe in args.probes:
+    scores = []
+    for seed in args.seeds:
+        r = evaluate_samples(run(probe, seed).clamp(-1.0, 1.0), labels)
+        scores.append((r["conditional_accuracy"], r["frechet_distance"], r["frechet_ratio"]))
+        print(f"{probe:28s} seed {seed}: {r['conditional_accuracy']:.2%}, FD {r['frechet_distance']:.2f}, "
+              f"{r['frechet_ratio']:.3f}x", flush=True)  # fmt: skip
+    mean = [sum(values) / len(values) for values in zip(*scores, strict=True)]
+    print(f"{probe:28s} mean over seeds {args.seeds}: {mean[0]:.2%}, FD {mean[1]:.2f}, {mean[2]:.3f}x", flush=True)
