@@ -45,10 +45,10 @@ update = training.EMA.update
 
 @torch.no_grad()
 def update_with_copies(self: training.EMA, model: torch.nn.Module, step: int) -> None:
-    update(self, model, step)
-    if not copies:  # after the trainer's first update, as its own EMA starts from the same weights
+    if not copies:  # before the trainer's first update: every copy starts from the weights its EMA starts from
         trainer_ema.append(self)
         copies.update({name: copy.deepcopy(self.model) for name, _, _ in settings})
+    update(self, model, step)
     weights = [p.detach() for p in model.parameters()]
     for name, decay, warmup in settings:
         d = min(decay, (1 + step) / (warmup + step))

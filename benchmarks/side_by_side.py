@@ -3,16 +3,16 @@ same cores, each sampled as its authors do and scored by the same metric (benchm
 
     python -u benchmarks/side_by_side.py --minutes 10 --out runs/side_by_side
 
-The project's recipe runs as a user runs it: ``train --dataset mnist --source bundled --conditional --minutes M``,
-then ``sample --n 2000 --labels balanced --seed K`` with no sampling options (the checkpoint's record carries them),
-each a command of its own, so the sampling time (seed 0's) includes loading. One draw of 2,000 samples is a noisy
-estimate of the distance (its standard deviation over sample seeds is about a tenth of it, as large as the floor's
-over its draws), so the project's recipe is drawn at ``--seeds`` seeds, 0, 1, ..., each scored, and its row reports
-the means with the standard deviation over the seeds, as the floor is the mean over its draws. The others
+The project's recipe runs as a user runs it: ``train --dataset mnist --source bundled --conditional --minutes M``, then
+``sample --n 2000 --labels balanced --seed S`` with no sampling options (the checkpoint's record carries them), each a
+command of its own, so the sampling time (seed 0's) includes loading. One draw of 2,000 samples is a noisy estimate of
+the distance (its standard deviation over sample seeds is 7-12% of it on the recipe's 10-minute models, as large as the
+floor's over its draws), so the project's recipe is drawn at ``--seeds`` seeds, 0, 1, ..., each scored, and its row
+reports the means with the standard deviation over the seeds, as the floor is the mean over its draws. The others
 (``other_recipes.py``) train in this process on the same bundled digits for the same minutes. Their samplers take
-hundreds of network calls per sample, so they are scored on fewer samples (``--n-other``; the distance's floor is
-drawn at the same count, and the project's samples of seed 0 are scored again at each such count), and their
-seconds per 1,000 samples are those of the n drawn, scaled.
+hundreds of network calls per sample, so they are scored on fewer samples (``--n-other``; the distance's floor is drawn
+at the same count, and the project's samples of seed 0 are scored again at each such count), and their seconds per 1,000
+samples are those of the n drawn, scaled.
 Prints one JSON line per draw of the project's samples and per recipe and weight, then a table.
 """
 
