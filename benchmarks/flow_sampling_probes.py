@@ -11,11 +11,17 @@ Probes (w: the guidance weight, the record's unless given; s = 1 is noise, s = 0
 - ``interval:W:LO:HI``: the record's sampler with guidance W only at flow times s in [LO, HI], the conditional
   velocity alone elsewhere (Kynkaenniemi et al. 2024, guidance in a limited interval);
 - ``eta:STEPS:ETA``: DDIM's update with its eta (Song et al. 2021, Eq. 12) on the flow path, alpha = 1 - s and
-  sigma = s, over STEPS even steps at the record's w; eta = 0 is the Euler step;
+  sigma = s, over STEPS even steps at the record's w, from the same x_1 as the other probes (the added noise z from a
+  generator of its own); eta = 0 is the Euler step, eta at most 1;
 - ``clip``: the record's sampler, with each data prediction x0 = x - s v clipped to [-1, 1] and v recomputed;
 - ``autoguide:WEIGHTS:W``: v = (1 + W) v_model - W v_guide, both conditional and without label guidance, where the
   guide is the same network with the state dict in WEIGHTS (for example an EMA copy from ``ema_copies.py``;
-  Karras et al. 2024, autoguidance).
+  Karras et al. 2024, autoguidance, whose weight is 1 + W).
+
+Every probe draws x_1 as ``sample`` does for the same seed, runs the network in bfloat16 (``sample --precision
+auto`` does so only on a CPU that computes it natively), 100 samples per batch, and scores the samples unquantised
+(``sample`` writes 8-bit images; the difference is in the third digit). The model must be a class-conditional flow
+model for 28 x 28 digits with a sampling setting in its record (what ``train --dataset mnist --conditional`` writes).
 
 ``--weights`` loads another state dict into the model first (``raw``: the un-averaged weights of the run's
 checkpoint.pt). Prints, per probe and seed, accuracy, Frechet distance and its ratio to the floor, then the means.
@@ -33,6 +39,7 @@ import torch
 from ddpm_lessons.checkpoints import load_model, load_training_checkpoint
 from ddpm_lessons.flow import FLOW_TIME_SCALE, flow_timesteps
 from ddpm_lessons.metrics import evaluate_samples
+from ddpm_lessons.objectives import objective_of
 from ddpm_lessons.samplers import NO_LABEL
 from ddpm_lessons.solvers import in_bfloat16, sample_in_batches
 
@@ -44,9 +51,35 @@ p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
 p.add_argument("--probes", nargs="+", default=["record"])
 args = p.parse_args()
 
+
+
+def parse(probe: str) -> tuple[str, list[str]]:
+    """A probe's kind and arguments, checked before anything is sampled."""
+    kind, _, rest = probe.partition(":")
+    if kind == "autoguide":  # the weights' path may hold colons: the weight is after the last one
+        path, _, weight = rest.rpartition(":")
+        if not Path(path).is_file():
+            p.error(f"probe {probe!r}: no state dict at {path!r}")
+        return kind, [path, weight]
+    values = rest.split(":") if rest else []
+    arity = {"record": 0, "clip": 0, "heun": 1, "eta": 2, "interval": 3}
+    if kind not in arity or len(values) != arity[kind]:
+        p.error(f"probe {probe!r}: write record, heun:K, interval:W:LO:HI, eta:STEPS:ETA, clip or autoguide:WEIGHTS:W")
+    numbers = [float(v) for v in values]
+    if kind == "interval" and not 0 <= numbers[1] <= numbers[2] <= 1:
+        p.error(f"probe {probe!r}: the interval must satisfy 0 <= LO <= HI <= 1")
+    if kind == "eta" and not 0 <= numbers[1] <= 1:
+        p.error(f"probe {probe!r}: eta must lie in [0, 1] (0: the Euler step, 1: the most noise DDIM's update allows)")
+    if kind in ("heun", "eta") and int(numbers[0]) < 1:
+        p.error(f"probe {probe!r}: the number of evaluations must be at least 1")
+    return kind, values
+
+
+probes = [(probe, *parse(probe)) for probe in args.probes]
 model, schedule, record = load_model(args.checkpoint)
-if record["train"].get("objective") != "flow":
-    p.error(f"{args.checkpoint} is not a flow model (objective {record['train'].get('objective')!r})")
+if objective_of(record) != "flow" or not model.config.num_classes or "sampling" not in record:
+    p.error(f"{args.checkpoint}: the probes need a class-conditional flow model whose record carries a sampling "
+            "setting (train --dataset mnist --conditional writes one)")  # fmt: skip
 if args.weights == "raw":
     model.load_state_dict(load_training_checkpoint(Path(args.checkpoint).with_name("checkpoint.pt"))[0]["model"])
 elif args.weights:
@@ -83,11 +116,12 @@ def draw_eta(steps: int, eta: float, w: float, seed: int) -> torch.Tensor:
     """DDIM's update x' = a' x0 + sqrt(s'^2 - c^2) eps + c z on alpha = 1 - s, sigma = s, where
     c = eta s' sqrt(1 - (a s')^2 / (a' s)^2) (Song et al. 2021, Eq. 16 in these coordinates), x0 = x - s v and
     eps = x + (1 - s) v; 100 samples at a time, x_1 and z from one generator."""
-    net, g, out = in_bfloat16(guided(model, lambda s: w)), torch.Generator().manual_seed(seed), []
+    net, out = in_bfloat16(guided(model, lambda s: w)), []
+    g, g_noise = torch.Generator().manual_seed(seed), torch.Generator().manual_seed(seed + 1_000_003)
     grid = flow_timesteps(steps)
     for start in range(0, args.n, 100):
         y = labels[start : start + 100]
-        x = torch.randn(len(y), 1, 28, 28, generator=g)
+        x = torch.randn(len(y), 1, 28, 28, generator=g)  # x_1 as sample_in_batches draws it
         for s, s_next in zip(grid[:-1], grid[1:], strict=True):
             v = net(x, torch.full((len(y),), FLOW_TIME_SCALE * s), y).float()
             x0, eps = x - s * v, x + (1 - s) * v
@@ -96,13 +130,17 @@ def draw_eta(steps: int, eta: float, w: float, seed: int) -> torch.Tensor:
                 break
             a, a_next = 1 - s, 1 - s_next
             c = eta * s_next * math.sqrt(max(0.0, 1 - (a * s_next) ** 2 / (a_next * s) ** 2))
-            x = a_next * x0 + math.sqrt(max(s_next**2 - c**2, 0.0)) * eps + c * torch.randn(x.shape, generator=g)
+            x = a_next * x0 + math.sqrt(s_next**2 - c**2) * eps
+            if c > 0:
+                x = x + c * torch.randn(x.shape, generator=g_noise)
         out.append(x)
     return torch.cat(out)
 
 
-def run(probe: str, seed: int) -> torch.Tensor:
-    kind, *rest = probe.split(":")
+guides: dict[str, torch.nn.Module] = {}
+
+
+def run(kind: str, rest: list[str], seed: int) -> torch.Tensor:
     w, sampler, steps = sampling["guidance"], sampling["sampler"], sampling["steps"]
     if kind == "record":
         return draw(guided(model, lambda s: w), sampler, steps, seed)
@@ -123,21 +161,21 @@ def run(probe: str, seed: int) -> torch.Tensor:
 
         return draw(clipped, sampler, steps, seed)
     if kind == "autoguide":
-        guide = copy.deepcopy(model)
-        guide.load_state_dict(torch.load(rest[0], weights_only=True))
-        wa = float(rest[1])
+        if rest[0] not in guides:
+            guides[rest[0]] = copy.deepcopy(model)
+            guides[rest[0]].load_state_dict(torch.load(rest[0], weights_only=True))
+        guide, wa = guides[rest[0]], float(rest[1])
         return draw(lambda x, t_in, y: (1 + wa) * model(x, t_in, y).float() - wa * guide(x, t_in, y).float(), sampler,
                     steps, seed)  # fmt: skip
-    raise SystemExit(f"unknown probe {probe!r}; see the docstring: record, heun:K, interval:W:LO:HI, eta:STEPS:ETA, "
-                     "clip, autoguide:WEIGHTS:W")  # fmt: skip
+    raise AssertionError(kind)  # parse() admits no other kind
 
 
 print(f"{args.checkpoint} (weights: {args.weights or 'its EMA'}), step {record['step']}; record's setting {sampling}; "
       f"n = {args.n}")  # fmt: skip
-for probe in args.probes:
+for probe, kind, rest in probes:
     scores = []
     for seed in args.seeds:
-        r = evaluate_samples(run(probe, seed).clamp(-1.0, 1.0), labels)
+        r = evaluate_samples(run(kind, rest, seed).clamp(-1.0, 1.0), labels)
         scores.append((r["conditional_accuracy"], r["frechet_distance"], r["frechet_ratio"]))
         print(f"{probe:28s} seed {seed}: {r['conditional_accuracy']:.2%}, FD {r['frechet_distance']:.2f}, "
               f"{r['frechet_ratio']:.3f}x", flush=True)  # fmt: skip

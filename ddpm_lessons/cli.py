@@ -480,7 +480,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="the EMA's decay d (default: 0.999 on digits, else 0.9999); its warm-up, min(d, (1 + step) / (10 + "
         "step)), reaches d at step (10 d - 1) / (1 - d), 8,990 for 0.999: before that the warm-up sets the average, "
-        "about the last ninth of the steps",
+        "whose mean age is about a tenth of the steps",
     )
     t.add_argument("--label-dropout", type=fraction, default=train_defaults.label_dropout)
     t.add_argument("--base-channels", type=positive_int, default=None)

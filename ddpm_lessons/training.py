@@ -49,8 +49,8 @@ LR_DECAYS = ("none", "cosine")  # what TrainConfig.lr_decay accepts
 # bfloat16 on a CPU that computes it natively (1.2x the steps per minute; `train` keeps float32 on other CPUs) and no
 # dropout (1.14x the steps, 8% closer), at 5 minutes; Heun with 15 model evaluations at w = 0.1, the closest to the
 # data of the settings tried at sample seed 1 on a 10-minute model. Its EMA decay 0.999 is not reached in 10 minutes
-# on 2 CPU cores (3,861-5,018 steps; the warm-up gets there at step 8,990): the warm-up's average, about the last ninth
-# of the steps, is what was measured, and longer ones were worse.
+# on 2 CPU cores (3,861-5,018 steps; the warm-up gets there at step 8,990): the warm-up's average, whose mean age is
+# about a tenth of the steps, is what was measured, and longer ones were worse.
 DIGITS_RECIPE = {
     "train": {
         "objective": "flow",
@@ -85,7 +85,7 @@ class TrainConfig:
     weight_decay: float = 0.0
     grad_clip: float = 1.0  # max global gradient norm; 0 disables
     ema_decay: float = 0.9999  # EMA decay, warmed up as min(decay, (1 + step) / (10 + step)): below step
-    # (10 decay - 1) / (1 - decay) the warm-up alone sets it, an average over about the last ninth of the steps
+    # (10 decay - 1) / (1 - decay) the warm-up alone sets it, an average whose mean age is about a tenth of the steps
     label_dropout: float = 0.1  # share of labels replaced by "no label" (classifier-free guidance)
     amp: bool = True  # mixed precision on CUDA (bf16 where supported, else fp16); on a CPU see cpu_bf16
     cpu_bf16: bool = False  # on a CPU, run the network's forward pass in bfloat16 under torch.autocast
