@@ -40,7 +40,7 @@ from ddpm_lessons.checkpoints import load_model, load_training_checkpoint
 from ddpm_lessons.flow import FLOW_TIME_SCALE, flow_timesteps
 from ddpm_lessons.metrics import evaluate_samples
 from ddpm_lessons.objectives import objective_of
-from ddpm_lessons.samplers import NO_LABEL
+from ddpm_lessons.samplers import guided_eps
 from ddpm_lessons.solvers import in_bfloat16, sample_in_batches
 
 p = argparse.ArgumentParser()
@@ -50,7 +50,6 @@ p.add_argument("--n", type=int, default=2000)
 p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
 p.add_argument("--probes", nargs="+", default=["record"])
 args = p.parse_args()
-
 
 
 def parse(probe: str) -> tuple[str, list[str]]:
@@ -90,18 +89,13 @@ labels = torch.arange(args.n) % 10
 
 
 def guided(net, weight_at):
-    """A velocity network that guides by itself: (1 + w) v(x, s, y) - w v(x, s, no label), w = weight_at(s), combined
-    in float32 as ``samplers.guided_eps`` does."""
+    """A velocity network that guides by itself, ``samplers.guided_eps`` at w = weight_at(s), on the network's output in
+    float32 (``sample`` combines the two halves outside bfloat16 too)."""
 
-    def v(x, t_in, y):
-        w = weight_at(float(t_in[0]) / FLOW_TIME_SCALE)
-        if w == 0:
-            return net(x, t_in, y).float()
-        both = net(torch.cat([x, x]), torch.cat([t_in, t_in]), torch.cat([y, torch.full_like(y, NO_LABEL)])).float()
-        cond, uncond = both.chunk(2)
-        return (1 + w) * cond - w * uncond
+    def in_float32(*inputs):
+        return net(*inputs).float()
 
-    return v
+    return lambda x, t_in, y: guided_eps(in_float32, x, t_in, y, weight_at(float(t_in[0]) / FLOW_TIME_SCALE))
 
 
 def draw(net, sampler: str, steps: int, seed: int) -> torch.Tensor:
@@ -115,7 +109,8 @@ def draw(net, sampler: str, steps: int, seed: int) -> torch.Tensor:
 def draw_eta(steps: int, eta: float, w: float, seed: int) -> torch.Tensor:
     """DDIM's update x' = a' x0 + sqrt(s'^2 - c^2) eps + c z on alpha = 1 - s, sigma = s, where
     c = eta s' sqrt(1 - (a s')^2 / (a' s)^2) (Song et al. 2021, Eq. 16 in these coordinates), x0 = x - s v and
-    eps = x + (1 - s) v; 100 samples at a time, x_1 and z from one generator."""
+    eps = x + (1 - s) v (the flow path, Liu et al. 2023, Eq. 1, solved for each); 100 samples at a time, x_1 drawn from
+    the seed's generator as ``sample_in_batches`` draws it, z from a second one."""
     net, out = in_bfloat16(guided(model, lambda s: w)), []
     g, g_noise = torch.Generator().manual_seed(seed), torch.Generator().manual_seed(seed + 1_000_003)
     grid = flow_timesteps(steps)

@@ -84,8 +84,7 @@ class TrainConfig:
     lr_decay: str = "none"  # "none" keeps lr after the warm-up; "cosine" takes it down to 0 at `steps`
     weight_decay: float = 0.0
     grad_clip: float = 1.0  # max global gradient norm; 0 disables
-    ema_decay: float = 0.9999  # EMA decay, warmed up as min(decay, (1 + step) / (10 + step)): below step
-    # (10 decay - 1) / (1 - decay) the warm-up alone sets it, an average whose mean age is about a tenth of the steps
+    ema_decay: float = 0.9999  # EMA decay, warmed up (see EMA): the warm-up alone sets it below step 89,990
     label_dropout: float = 0.1  # share of labels replaced by "no label" (classifier-free guidance)
     amp: bool = True  # mixed precision on CUDA (bf16 where supported, else fp16); on a CPU see cpu_bf16
     cpu_bf16: bool = False  # on a CPU, run the network's forward pass in bfloat16 under torch.autocast
@@ -117,15 +116,20 @@ class TrainingDiverged(RuntimeError):
 
 
 class EMA:
-    """Exponential moving average of a model's weights: ema = d * ema + (1 - d) * weights."""
+    """Exponential moving average of a model's weights: ema = d_step * ema + (1 - d_step) * weights, with the decay
+    warmed up as d_step = min(decay, (1 + step) / (warmup + step)). Until d_step reaches ``decay``, at step
+    (warmup * decay - 1) / (1 - decay), the warm-up alone sets the average: it holds the weights of step j in
+    proportion to about (warmup + j)^(warmup - 2), whose mean age is step / warmup (a tenth of the steps at 10)."""
 
-    def __init__(self, model: torch.nn.Module, decay: float):
-        self.decay = decay
+    def __init__(self, model: torch.nn.Module, decay: float, warmup: float = 10.0):
+        if not warmup > 1:
+            raise ValueError(f"EMA warmup={warmup!r} must be above 1 (at 1 the average never leaves the first weights)")
+        self.decay, self.warmup = decay, warmup
         self.model = copy.deepcopy(model).eval().requires_grad_(False)
 
     @torch.no_grad()
     def update(self, model: torch.nn.Module, step: int) -> None:
-        d = min(self.decay, (1 + step) / (10 + step))  # a short memory early, while weights move fast
+        d = min(self.decay, (1 + step) / (self.warmup + step))  # a short memory early, while weights move fast
         for ema_p, p in zip(self.model.parameters(), model.parameters(), strict=True):
             ema_p.lerp_(p.detach(), 1.0 - d)
         for ema_b, b in zip(self.model.buffers(), model.buffers(), strict=True):

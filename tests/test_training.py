@@ -13,7 +13,7 @@ import torch
 
 from ddpm_lessons.checkpoints import ConfigMismatch, ScheduleConfig, load_model, load_training_checkpoint
 from ddpm_lessons.data import load_mnist
-from ddpm_lessons.training import TrainConfig, Trainer, TrainingDiverged
+from ddpm_lessons.training import EMA, TrainConfig, Trainer, TrainingDiverged
 from ddpm_lessons.unet import UNetConfig
 
 TINY = UNetConfig(base_channels=8, groups=4, channel_mults=(1, 2), attention_resolutions=(14,), num_classes=10)
@@ -339,3 +339,39 @@ def test_logit_normal_flow_times_enter_the_loss_as_sigmoid_of_a_standard_normal(
     assert loss.item() == pytest.approx(((eps - x0 - v) ** 2).mean().item(), rel=1e-5)
     with pytest.raises(ValueError, match="flow_time must be one of uniform, logit-normal"):
         Trainer(net, _config(objective="flow", flow_time="beta"), x, tmp_path / "bad", labels=y, progress=False)
+
+
+@pytest.mark.parametrize("decay, warmup", [(0.999, 10.0), (0.8, 10.0), (0.9999, 3.0)])  # 0.8: capped from step 36
+def test_ema_is_the_weighted_sum_its_warmed_up_decays_imply(decay, warmup):
+    """After updates at steps 0..n-1 with weights w_0..w_{n-1}, the EMA is d_0...d_{n-1} w_init plus, for each j,
+    (1 - d_j) d_{j+1}...d_{n-1} w_j, with d_j = min(decay, (1 + j) / (warmup + j)): computed here in float64."""
+    net = torch.nn.Linear(3, 1)
+    torch.nn.init.zeros_(net.weight), torch.nn.init.zeros_(net.bias)
+    ema = EMA(net, decay, warmup)
+    values = torch.linspace(-1.0, 2.0, 40, dtype=torch.float64) ** 2  # the weights at each step: one per update
+    for step, value in enumerate(values):
+        with torch.no_grad():
+            net.weight.fill_(float(value))
+        ema.update(net, step)
+    d = torch.tensor([min(decay, (1 + j) / (warmup + j)) for j in range(len(values))], dtype=torch.float64)
+    later = torch.cat([torch.flip(torch.cumprod(torch.flip(d, [0]), 0), [0])[1:], torch.ones(1, dtype=torch.float64)])
+    expected = ((1 - d) * later * values).sum()  # the initial weight is 0, so its share drops out
+    torch.testing.assert_close(ema.model.weight.double(), torch.full((1, 3), expected.item(), dtype=torch.float64),
+                               rtol=1e-5, atol=1e-6)  # fmt: skip
+
+
+def test_ema_warmup_average_has_mean_age_step_over_warmup():
+    """The shares (1 - d_j) d_{j+1}...d_s of the EMA below its decay have mean age close to s / K (docs: a tenth
+    of the steps at K = 10)."""
+    s = 4000
+    for k in (3.0, 10.0, 20.0):
+        d = torch.tensor([(1 + j) / (k + j) for j in range(s + 1)], dtype=torch.float64)
+        later = torch.cat([torch.flip(torch.cumprod(torch.flip(d, [0]), 0), [0])[1:], torch.ones(1, dtype=torch.float64)])
+        share = (1 - d) * later
+        age = ((s - torch.arange(s + 1, dtype=torch.float64)) * share).sum() / share.sum()
+        assert abs(age.item() / s - 1 / k) < 0.01, (k, age.item() / s)
+
+
+def test_ema_refuses_a_warmup_that_never_leaves_the_first_weights():
+    with pytest.raises(ValueError, match="warmup=1 must be above 1"):
+        EMA(torch.nn.Linear(2, 1), 0.999, warmup=1)
