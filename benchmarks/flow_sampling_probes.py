@@ -8,6 +8,9 @@ Probes (w: the guidance weight, the record's unless given; s = 1 is noise, s = 0
 
 - ``record``: the record's sampler, evaluations and w, as ``sample`` draws them;
 - ``heun:K``: Heun with K model evaluations at the record's w;
+- ``shift:X``: the record's sampler with its grid of flow times moved towards the noise by X (``flow.shift_flow_time``;
+  Esser et al. 2024, Sec. 5.3.2; 1: an even grid);
+- ``setting:SAMPLER:K:W:X``: any setting ``sample`` takes: euler or heun, K model evaluations, guidance W, shift X;
 - ``interval:W:LO:HI``: the record's sampler with guidance W only at flow times s in [LO, HI], the conditional
   velocity alone elsewhere (Kynkaenniemi et al. 2024, guidance in a limited interval);
 - ``eta:STEPS:ETA``: DDIM's update with its eta (Song et al. 2021, Eq. 12) on the flow path, alpha = 1 - s and
@@ -61,17 +64,26 @@ def parse(probe: str) -> tuple[str, list[str]]:
             p.error(f"probe {probe!r}: no state dict at {path!r}")
         return kind, [path, weight]
     values = rest.split(":") if rest else []
-    arity = {"record": 0, "clip": 0, "heun": 1, "eta": 2, "interval": 3}
+    arity = {"record": 0, "clip": 0, "heun": 1, "shift": 1, "eta": 2, "interval": 3, "setting": 4}
     if kind not in arity or len(values) != arity[kind]:
-        p.error(f"probe {probe!r}: write record, heun:K, interval:W:LO:HI, eta:STEPS:ETA, clip or autoguide:WEIGHTS:W")
+        p.error(f"probe {probe!r}: write record, heun:K, shift:X, setting:SAMPLER:K:W:X, interval:W:LO:HI, "
+                "eta:STEPS:ETA, clip or autoguide:WEIGHTS:W")  # fmt: skip
+    if kind == "setting":
+        if values[0] not in ("euler", "heun"):
+            p.error(f"probe {probe!r}: a flow model's sampler is euler or heun")
+        values = values[1:]  # the numbers; the sampler is read again in run()
     numbers = [float(v) for v in values]
+    if kind in ("shift", "setting") and not 0 < numbers[-1] < math.inf:
+        p.error(f"probe {probe!r}: the shift must be a positive number (1: an even grid)")
+    if kind == "setting" and numbers[1] < 0:
+        p.error(f"probe {probe!r}: the guidance weight must be at least 0")
     if kind == "interval" and not 0 <= numbers[1] <= numbers[2] <= 1:
         p.error(f"probe {probe!r}: the interval must satisfy 0 <= LO <= HI <= 1")
     if kind == "eta" and not 0 <= numbers[1] <= 1:
         p.error(f"probe {probe!r}: eta must lie in [0, 1] (0: the Euler step, 1: the most noise DDIM's update allows)")
-    if kind in ("heun", "eta") and int(numbers[0]) < 1:
+    if kind in ("heun", "eta", "setting") and int(numbers[0]) < 1:
         p.error(f"probe {probe!r}: the number of evaluations must be at least 1")
-    return kind, values
+    return kind, rest.split(":") if rest else []
 
 
 probes = [(probe, *parse(probe)) for probe in args.probes]
@@ -98,10 +110,12 @@ def guided(net, weight_at):
     return lambda x, t_in, y: guided_eps(in_float32, x, t_in, y, weight_at(float(t_in[0]) / FLOW_TIME_SCALE))
 
 
-def draw(net, sampler: str, steps: int, seed: int) -> torch.Tensor:
-    """The package's flow sampler on a network that does its own guidance (guidance 0 here), network in bf16."""
+def draw(net, sampler: str, steps: int, seed: int, shift: float | None = None) -> torch.Tensor:
+    """The package's flow sampler on a network that does its own guidance (guidance 0 here), network in bf16, on the
+    record's grid of flow times unless given another shift."""
     return sample_in_batches(net, schedule, args.n, (1, 28, 28), labels=labels, batch_size=100, sampler=sampler,
                              steps=steps, guidance=0.0, precision="bf16", objective="flow",
+                             shift=sampling.get("shift", 1.0) if shift is None else shift,
                              generator=torch.Generator().manual_seed(seed))  # fmt: skip
 
 
@@ -141,6 +155,11 @@ def run(kind: str, rest: list[str], seed: int) -> torch.Tensor:
         return draw(guided(model, lambda s: w), sampler, steps, seed)
     if kind == "heun":
         return draw(guided(model, lambda s: w), "heun", int(rest[0]), seed)
+    if kind == "shift":
+        return draw(guided(model, lambda s: w), sampler, steps, seed, shift=float(rest[0]))
+    if kind == "setting":
+        ws = float(rest[2])
+        return draw(guided(model, lambda s: ws), rest[0], int(rest[1]), seed, shift=float(rest[3]))
     if kind == "interval":
         wi, lo, hi = (float(v) for v in rest)
         return draw(guided(model, lambda s: wi if lo <= s <= hi else 0.0), sampler, steps, seed)

@@ -26,7 +26,7 @@ from ddpm_lessons.autoencoder import Autoencoder, AutoencoderConfig
 from ddpm_lessons.data import REPO_DATA
 from ddpm_lessons.objectives import objective_of
 from ddpm_lessons.schedules import NoiseSchedule, ScheduleConfig  # noqa: F401 (ScheduleConfig: re-exported)
-from ddpm_lessons.solvers import SamplingConfig, check_sampler
+from ddpm_lessons.solvers import SamplingConfig, check_sampler, check_shift
 from ddpm_lessons.unet import UNet, UNetConfig
 
 PRETRAINED_DIR = REPO_DATA / "checkpoints"
@@ -158,7 +158,7 @@ def export_model(path: Path, model: torch.nn.Module, record: dict) -> None:
     write_json(Path(path).with_suffix(".json"), record)
 
 
-def record_sampling(path: str | Path, sampler: str, steps: int, guidance: float) -> dict:
+def record_sampling(path: str | Path, sampler: str, steps: int, guidance: float, shift: float = 1.0) -> dict:
     """Write into an exported model's record (its metadata and the .json beside it) the sampling setting it was
     measured with, which `sample` then uses by default; the weights are rewritten unchanged. Returns the record."""
     from safetensors.torch import save_file
@@ -169,7 +169,8 @@ def record_sampling(path: str | Path, sampler: str, steps: int, guidance: float)
         raise ValueError(f"{path} has no ddpm_lessons config record; it was not written by export_model")
     record = json.loads(meta["record"])
     check_sampler(sampler, objective_of(record))
-    record["sampling"] = asdict(SamplingConfig(sampler, int(steps), float(guidance)))
+    check_shift(shift, objective_of(record))
+    record["sampling"] = asdict(SamplingConfig(sampler, int(steps), float(guidance), float(shift)))
     atomic_write(path, lambda tmp: save_file(weights, str(tmp), metadata={"record": json.dumps(record)}))
     write_json(path.with_suffix(".json"), record)
     return record

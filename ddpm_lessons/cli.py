@@ -53,7 +53,7 @@ def _super_resolution(low_size: int | None, image_size: int) -> dict:
 
 def cmd_train(args) -> int:
     from ddpm_lessons.schedules import ScheduleConfig
-    from ddpm_lessons.solvers import SamplingConfig, check_sampler, default_sampling
+    from ddpm_lessons.solvers import SamplingConfig, check_sampler, check_shift, default_sampling
     from ddpm_lessons.training import DIGITS_RECIPE, TrainConfig, Trainer, TrainingDiverged
     from ddpm_lessons.unet import UNetConfig
 
@@ -99,8 +99,10 @@ def cmd_train(args) -> int:
     if args.recipe and args.objective == DIGITS_RECIPE["train"].get("objective", "eps"):  # the recipe's measured one
         sampling = SamplingConfig(**DIGITS_RECIPE["sampling"])
     sampling = SamplingConfig(args.sampler or sampling.sampler, args.sampling_steps or sampling.steps,
-                              sampling.guidance if args.guidance is None else args.guidance)  # fmt: skip
+                              sampling.guidance if args.guidance is None else args.guidance,
+                              sampling.shift if args.sampling_shift is None else args.sampling_shift)  # fmt: skip
     check_sampler(sampling.sampler, args.objective)
+    check_shift(sampling.shift, args.objective)
     trainer = Trainer(
         model_config,
         train_config,
@@ -201,7 +203,7 @@ def cmd_sample(args) -> int:
     from ddpm_lessons.checkpoints import load_model
     from ddpm_lessons.data import to_uint8
     from ddpm_lessons.objectives import objective_of
-    from ddpm_lessons.solvers import SAMPLERS_FOR, check_sampler, native_bf16, sample_in_batches
+    from ddpm_lessons.solvers import SAMPLERS_FOR, check_sampler, check_shift, native_bf16, sample_in_batches
     from ddpm_lessons.utils import get_device
 
     out = Path(args.out)
@@ -213,12 +215,17 @@ def cmd_sample(args) -> int:
     saved = record.get("sampling")  # the setting the model's recipe was measured with, if the record has one
     if saved is None:  # a record older than the field: DDIM-50 (Euler-50 for a flow model), no guidance
         saved = {"sampler": SAMPLERS_FOR[objective][1 if objective != "flow" else 0], "steps": 50, "guidance": 0.0}
-    told = {"sampler": args.sampler, "steps": args.steps, "guidance": args.guidance}
+    saved = {"shift": 1.0, **saved}  # a record older than the shift: an even grid
+    told = {"sampler": args.sampler, "steps": args.steps, "guidance": args.guidance, "shift": args.shift}
+    if objective != "flow" and args.shift is None:
+        told.pop("shift")  # only a flow model has a grid of flow times to shift
     setting = {key: saved[key] if value is None else value for key, value in told.items()}
     args.sampler, args.steps, args.guidance = setting["sampler"], setting["steps"], setting["guidance"]
+    args.shift = setting.get("shift", 1.0)
     untold = [key for key, value in told.items() if value is None]
     if untold and not args.no_progress:
-        print(f"sampling with {args.sampler}, {args.steps} model evaluations, guidance {args.guidance:g} "
+        shifted = f", flow times shifted by {args.shift:g}" if "shift" in told else ""
+        print(f"sampling with {args.sampler}, {args.steps} model evaluations, guidance {args.guidance:g}{shifted} "
               f"({', '.join(untold)} from the checkpoint's record; override with --{' --'.join(untold)})")  # fmt: skip
     if args.precision == "auto":
         args.precision = "bf16" if native_bf16(device) else "fp32"
@@ -226,6 +233,7 @@ def cmd_sample(args) -> int:
             print("the network runs in bfloat16: this CPU computes it natively, about twice as fast as float32 at the "
                   "same measured quality (--precision fp32 for float32)")  # fmt: skip
     check_sampler(args.sampler, objective)  # before any work: a sampler that does not fit names the ones that do
+    check_shift(args.shift, objective)
     cfg = model.config
     if cfg.cond_channels:
         raise UsageError(
@@ -250,6 +258,7 @@ def cmd_sample(args) -> int:
         progress=not args.no_progress,
         objective=objective,
         precision=args.precision,
+        shift=args.shift,
     )
     images = to_uint8(x)
     if cfg.in_channels == 1:
@@ -464,6 +473,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     t.add_argument("--sampling-steps", type=positive_int, default=None, help="its model evaluations (default 10)")
     t.add_argument("--guidance", type=nonnegative_float, default=None, help="its guidance weight (default 0)")
+    t.add_argument(
+        "--sampling-shift",
+        type=positive_float,
+        default=None,
+        help="for a flow model, its grid of flow times moved towards the noise by this factor (default 1: even)",
+    )
     t.add_argument("--batch-size", type=positive_int, default=None)
     t.add_argument("--grad-accum", type=positive_int, default=train_defaults.grad_accum)
     t.add_argument("--lr", type=positive_float, default=None)
@@ -528,6 +543,13 @@ def build_parser() -> argparse.ArgumentParser:
         "auto: bf16 on such a CPU, else fp32",
     )
     s.add_argument("--guidance", type=nonnegative_float, default=None, help="default: the checkpoint record's")
+    s.add_argument(
+        "--shift",
+        type=positive_float,
+        default=None,
+        help="a flow model's grid of flow times moved towards the noise by this factor (1: even); default: the "
+        "checkpoint record's",
+    )
     s.add_argument("--seed", type=nonnegative_int, default=0)
     s.add_argument(
         "--batch-size", type=positive_int, default=50, help="images per sampling batch (CPUs are fastest near 50)"

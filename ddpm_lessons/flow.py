@@ -19,6 +19,7 @@ eps-model (see ``eps_model``): ``model(x_s, FLOW_TIME_SCALE * s[, y])`` returns 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import torch
@@ -103,9 +104,25 @@ def velocity(
     return guided_eps(model, x, t_in, y, guidance)
 
 
-def flow_timesteps(steps: int) -> list[float]:
-    """steps + 1 flow times evenly spaced from 1 (noise) down to 0 (data)."""
-    return [1.0 - i / steps for i in range(steps + 1)]
+def shift_flow_time(s: float, shift: float) -> float:
+    """The flow time s moved towards the noise by a factor ``shift`` (Esser et al. 2024, Sec. 5.3.2):
+
+        s' = shift s / (1 + (shift - 1) s),   so that   s' / (1 - s') = shift * s / (1 - s)
+
+    On the path x_s = (1 - s) x0 + s eps the noise-to-signal ratio s / (1 - s) is multiplied by ``shift``, so the
+    log-SNR, 2 log((1 - s) / s), moves down by 2 log(shift) at every s; s = 0 and s = 1 stay where they are.
+    shift > 1 puts more of a grid at high noise, shift = 1 leaves it even, 0 < shift < 1 moves it towards the data.
+    """
+    if not shift > 0 or math.isinf(shift):
+        raise ValueError(f"shift={shift!r} multiplies the noise-to-signal ratio and must be a positive number "
+                         "(1: no shift)")  # fmt: skip
+    return shift * s / (1 + (shift - 1) * s)
+
+
+def flow_timesteps(steps: int, shift: float = 1.0) -> list[float]:
+    """steps + 1 flow times from 1 (noise) down to 0 (data): evenly spaced, each then moved by
+    :func:`shift_flow_time` (``shift`` = 1: evenly spaced)."""
+    return [shift_flow_time(1.0 - i / steps, shift) for i in range(steps + 1)]
 
 
 def euler_step(x: torch.Tensor, v: torch.Tensor, s: float, s_next: float) -> torch.Tensor:
@@ -135,6 +152,7 @@ def sample_flow(
     x_T: torch.Tensor | None = None,
     return_trajectory: bool = False,
     progress: bool = False,
+    shift: float = 1.0,
 ):
     """Integrate d x / d s = v_theta(x, s) from x_1 ~ N(0, I) at s = 1 to s = 0, with ``steps`` model evaluations.
 
@@ -145,16 +163,17 @@ def sample_flow(
     abruptly, v = (x_s - E[x0 | x_s]) / s, and a correction evaluated at s = 0 itself does more harm than good.
     So ``steps`` = 2N - 1 evaluations make N steps on :func:`flow_timesteps` (N), N - 1 of them Heun steps;
     an even ``steps`` makes N = steps / 2 + 1 steps and an Euler first step too (at s = 1 the path is nearly
-    straight). Deterministic given x_T; ``generator`` draws x_T
-    only. Returns x_0 (shape ``shape``), and with ``return_trajectory`` the list of x at every visited s.
+    straight). ``shift`` moves the grid's times towards the noise (:func:`shift_flow_time`; 1: evenly spaced).
+    Deterministic given x_T; ``generator`` draws x_T only. Returns x_0 (shape ``shape``), and with
+    ``return_trajectory`` the list of x at every visited s.
     """
     _check_steps(steps, "sample_flow")
     if method not in ("euler", "heun"):
         raise ValueError(f"sample_flow: method must be 'euler' or 'heun', got {method!r}")
     if method == "heun":  # Karras et al.'s count: the last step is Euler; an even count adds an Euler first step
-        grid, n_heun = flow_timesteps(steps // 2 + 1), (steps - 1) // 2
+        grid, n_heun = flow_timesteps(steps // 2 + 1, shift), (steps - 1) // 2
     else:
-        grid, n_heun = flow_timesteps(steps), 0
+        grid, n_heun = flow_timesteps(steps, shift), 0
     last = len(grid) - 2  # the index of the last step, an Euler step into s = 0
     heun_steps = range(last - n_heun, last)  # the n_heun steps before it (after an Euler first step, if any)
     x = draw_x_T(shape, generator, device, dtype, x_T)

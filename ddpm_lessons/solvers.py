@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ddpm_lessons.flow import sample_flow
+from ddpm_lessons.flow import sample_flow, shift_flow_time
 from ddpm_lessons.forward import predict_eps_from_x0, predict_x0_from_eps
 from ddpm_lessons.objectives import as_eps_model
 from ddpm_lessons.samplers import ddim_timesteps, draw_x_T, guided_eps, sample_ddim, sample_ddpm
@@ -268,13 +268,16 @@ SAMPLERS_FOR = {"eps": SAMPLERS[:4], "x0": SAMPLERS[:4], "v": SAMPLERS[:4], "flo
 
 @dataclass(frozen=True)
 class SamplingConfig:
-    """How to sample a model: one of ``SAMPLERS``, its number of model evaluations (``steps``) and the guidance
-    weight w. A checkpoint record carries the setting its recipe was measured with (``train --sampler
-    --sampling-steps --guidance``), and ``sample`` uses it for whatever it is not told."""
+    """How to sample a model: one of ``SAMPLERS``, its number of model evaluations (``steps``), the guidance
+    weight w and, for a flow model, the shift of its grid of flow times (``flow.shift_flow_time``; 1: even). A
+    checkpoint record carries the setting its recipe was measured with (``train --sampler --sampling-steps
+    --guidance --sampling-shift``), and ``sample`` uses it for whatever it is not told; a record without a shift
+    has an even grid."""
 
     sampler: str = "ddim"
     steps: int = 50
     guidance: float = 0.0
+    shift: float = 1.0
 
 
 def default_sampling(objective: str) -> SamplingConfig:
@@ -292,6 +295,15 @@ def check_sampler(sampler: str, objective: str) -> None:
     if sampler not in SAMPLERS_FOR[objective]:
         raise ValueError(f"sampler {sampler!r} does not fit a model trained with objective {objective!r}; "
                          f"use one of {', '.join(SAMPLERS_FOR[objective])}")  # fmt: skip
+
+
+def check_shift(shift: float, objective: str) -> None:
+    """Refuse a shift of the flow-time grid that is not a positive number, or one given to a model without flow
+    times (an eps, x0 or v model's grids are chosen by ``spacing``)."""
+    shift_flow_time(1.0, shift)  # raises for a shift that is not a positive number
+    if shift != 1.0 and objective != "flow":
+        raise ValueError(f"a shift of {shift:g} moves a flow model's grid of flow times; a model trained with "
+                         f"objective {objective!r} has none: leave the shift at 1")  # fmt: skip
 
 
 PRECISIONS = ("fp32", "bf16")  # what sample_in_batches (and `sample --precision`) accepts
@@ -333,6 +345,7 @@ def sample_in_batches(
     objective: str = "eps",
     spacing: str | None = None,
     precision: str = "fp32",
+    shift: float = 1.0,
 ) -> torch.Tensor:
     """``n`` samples drawn ``batch_size`` at a time with one of ``SAMPLERS``, in order, from one generator
     (the same seed gives the same n samples), from a network trained with ``objective`` (its record says
@@ -344,6 +357,7 @@ def sample_in_batches(
             "dpmpp-2m" or "heun" (``steps`` model evaluations; deterministic given x_T, ``eta`` unused); for a
             flow model "euler" or "heun" over the flow time (``steps`` model evaluations).
         spacing: the timestep spacing of "dpmpp-2m" and "heun" (``SPACINGS``; None: each solver's default).
+        shift: a flow model's grid of flow times moved towards the noise (``flow.shift_flow_time``; 1: even).
         precision: "fp32", or "bf16" to run the network (not the sampler's arithmetic) in bfloat16 under
             ``torch.autocast``: on a CPU with AVX512-BF16 about twice as fast, with the same accuracy and Frechet
             distance to the second decimal (benchmarks/README.md, "Few model evaluations"); on other CPUs it can
@@ -357,6 +371,7 @@ def sample_in_batches(
         raise ValueError(f"spacing={spacing!r} applies to the dpmpp-2m and heun samplers of an eps, x0 or v model "
                          f"only; drop it for {sampler!r}")  # fmt: skip
     grid = {} if spacing is None else {"spacing": spacing}
+    check_shift(shift, objective)
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
     if precision == "bf16":
@@ -372,7 +387,8 @@ def sample_in_batches(
         common = dict(y=y, guidance=guidance, generator=generator, device=device, progress=progress)
         shape = (b, *image_shape)
         if objective == "flow":
-            x = sample_flow(model, shape, steps=steps, method=sampler, **common).clamp(-1.0, 1.0)  # unclipped ODE
+            x = sample_flow(model, shape, steps=steps, method=sampler, shift=shift, **common)
+            x = x.clamp(-1.0, 1.0)  # the ODE itself is not clipped
         elif sampler == "ddpm":
             x = sample_ddpm(model, schedule, shape, **common)
         elif sampler == "ddim":

@@ -63,7 +63,7 @@ DIGITS_RECIPE = {
         "ema_decay": 0.999,
     },
     "model": {"base_channels": 16, "channel_mults": (1, 2, 4), "attention_resolutions": (7,), "dropout": 0.0},
-    "sampling": {"sampler": "heun", "steps": 15, "guidance": 0.1},
+    "sampling": {"sampler": "heun", "steps": 15, "guidance": 0.1, "shift": 2.5},
 }
 
 

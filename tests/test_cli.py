@@ -119,7 +119,8 @@ def test_the_record_carries_a_sampling_setting_that_sample_uses(tmp_path, capsys
         "1.5",
     ]
     assert main([*train, "--out", str(run), *TINY_ARGS]) == 0
-    assert json.loads((run / "model.json").read_text())["sampling"] == {"sampler": "ddim", "steps": 3, "guidance": 1.5}
+    assert json.loads((run / "model.json").read_text())["sampling"] == {"sampler": "ddim", "steps": 3, "guidance": 1.5,
+                                                                        "shift": 1.0}  # fmt: skip
     base = ["sample", "--checkpoint", str(run / "model.safetensors"), "--n", "6", "--seed", "2"]
     capsys.readouterr()
     assert main([*base, "--out", str(tmp_path / "a.npz")]) == 0  # progress on: it says what it uses
@@ -149,6 +150,24 @@ def test_a_flow_model_trains_for_minutes_and_samples_with_its_own_samplers(tmp_p
         args = ["sample", "--checkpoint", str(run / "model.safetensors"), "--n", "4", "--sampler", sampler]
         assert main([*args, "--steps", "3", "--guidance", "1", "--no-progress", "--out", str(path)]) == 0
         assert np.load(path)["images"].shape == (4, 28, 28)
+    # the record's shift of the flow-time grid is what sample uses unless told another
+    base = ["sample", "--checkpoint", str(run / "model.safetensors"), "--n", "4", "--steps", "3", "--seed", "1"]
+    assert main([*base, "--out", str(tmp_path / "record.npz")]) == 0
+    assert f"flow times shifted by {DIGITS_RECIPE['sampling']['shift']:g}" in capsys.readouterr().out
+    told = ["--shift", str(DIGITS_RECIPE["sampling"]["shift"]), "--no-progress"]
+    assert main([*base, *told, "--out", str(tmp_path / "told.npz")]) == 0
+    assert main([*base, "--shift", "1", "--no-progress", "--out", str(tmp_path / "even.npz")]) == 0
+    images = {name: np.load(tmp_path / f"{name}.npz")["images"] for name in ("record", "told", "even")}
+    assert np.array_equal(images["record"], images["told"]) and not np.array_equal(images["record"], images["even"])
+
+
+def test_a_shift_is_refused_for_a_model_without_flow_times(run_dir, tmp_path, capsys):
+    args = ["sample", "--checkpoint", str(run_dir / "model.safetensors"), "--n", "2", "--shift", "2", "--no-progress"]
+    assert main([*args, "--out", str(tmp_path / "s.npz")]) == 2
+    assert "has none: leave the shift at 1" in capsys.readouterr().err and not (tmp_path / "s.npz").exists()
+    train = ["train", "--objective", "eps", "--steps", "1", "--sampling-shift", "2", "--out", str(tmp_path / "run")]
+    assert main([*train, *TINY_ARGS]) == 2
+    assert "has none: leave the shift at 1" in capsys.readouterr().err
 
 
 def test_bare_train_on_digits_is_the_recipe_and_a_flag_given_wins(tmp_path):
@@ -183,12 +202,14 @@ def test_record_sampling_writes_the_measured_setting_and_keeps_the_weights(tmp_p
     model = run / "model.safetensors"
     before = load_file(str(model))
     record = record_sampling(model, "dpmpp-2m", 7, 0.3)
-    assert record["sampling"] == {"sampler": "dpmpp-2m", "steps": 7, "guidance": 0.3}
+    assert record["sampling"] == {"sampler": "dpmpp-2m", "steps": 7, "guidance": 0.3, "shift": 1.0}
     assert json.loads((run / "model.json").read_text())["sampling"] == record["sampling"]
     after = load_file(str(model))
     assert before.keys() == after.keys() and all(torch.equal(before[k], after[k]) for k in before)
     with pytest.raises(ValueError, match="sampler 'euler' does not fit a model trained with objective 'eps'"):
         record_sampling(model, "euler", 10, 0.0)
+    with pytest.raises(ValueError, match="objective 'eps' has none: leave the shift at 1"):
+        record_sampling(model, "dpmpp-2m", 7, 0.3, shift=2.0)
 
 
 def test_sample_precision_auto_is_bf16_only_on_a_cpu_that_computes_it_natively(run_dir, tmp_path, capsys, monkeypatch):

@@ -27,6 +27,7 @@ from ddpm_lessons.flow import (
     flow_path,
     flow_timesteps,
     sample_flow,
+    shift_flow_time,
     velocity,
 )
 from ddpm_lessons.gaussian import convergence_order
@@ -161,16 +162,36 @@ def test_heun_beats_euler_at_the_same_cost():
     assert err["heun"] < err["euler"] / 3  # measured: 4.4x smaller (the last step, into s = 0, is Euler in both)
 
 
-def test_the_trajectory_follows_the_grid():
-    """Euler visits flow_timesteps(steps); each step is x + (s_next - s) v at the visited point."""
+@pytest.mark.parametrize("shift", [1.0, 2.5])
+def test_the_trajectory_follows_the_grid(shift):
+    """Euler visits flow_timesteps(steps, shift); each step is x + (s_next - s) v at the visited point."""
     x1 = torch.randn(8, 1, 2, 2, generator=torch.Generator().manual_seed(5), dtype=torch.float64)
     x0, traj = sample_flow(gaussian_velocity_model, x1.shape, steps=4, x_T=x1, dtype=torch.float64,
-                           return_trajectory=True)  # fmt: skip
-    grid = flow_timesteps(4)
-    assert grid == [1.0, 0.75, 0.5, 0.25, 0.0] and len(traj) == 5 and torch.equal(traj[-1], x0)
+                           return_trajectory=True, shift=shift)  # fmt: skip
+    grid = flow_timesteps(4, shift)
+    assert len(traj) == 5 and torch.equal(traj[-1], x0)
+    if shift == 1.0:
+        assert grid == [1.0, 0.75, 0.5, 0.25, 0.0]
     for k in range(4):
         v = exact_velocity(traj[k], grid[k])
         assert torch.allclose(traj[k + 1], traj[k] - (grid[k] - grid[k + 1]) * v, atol=1e-14)
+
+
+def test_the_shift_multiplies_the_noise_to_signal_ratio():
+    """shift_flow_time against the same map written in the log-SNR: on x_s = (1 - s) x0 + s eps the log-SNR is
+    2 log((1 - s) / s) = -2 logit(s), so lowering it by 2 log(shift) is s' = sigmoid(logit(s) + log(shift))."""
+    for shift in (0.4, 1.0, 2.5, 7.0):
+        for s in [i / 16 for i in range(17)]:
+            expected = torch.sigmoid(torch.logit(torch.tensor(s, dtype=torch.float64)) + math.log(shift)).item()
+            assert shift_flow_time(s, shift) == pytest.approx(expected, rel=1e-12, abs=1e-15), (shift, s)
+    even, shifted = flow_timesteps(8), flow_timesteps(8, 2.5)
+    assert shifted[0] == 1.0 and shifted[-1] == 0.0  # the ends stay where they are
+    assert all(a > b for a, b in zip(shifted, shifted[1:], strict=False))  # still from noise to data
+    inner = zip(even[1:-1], shifted[1:-1], strict=True)
+    assert all(b > a for a, b in inner)  # every inner time moved towards the noise
+    for bad in (0.0, -1.0, math.nan, math.inf):
+        with pytest.raises(ValueError, match="must be a positive number"):
+            flow_timesteps(4, bad)
 
 
 # ---- guidance, evaluations, seeds, bad input -----------------------------------------------------
@@ -193,6 +214,11 @@ def test_steps_counts_model_evaluations_and_guidance_is_one_batched_call(method)
         assert len(probe.calls) == n
         times = [t[0] / FLOW_TIME_SCALE for _, t, _ in probe.calls]
         assert times[0] == 1.0 and all(0.0 <= s <= 1.0 for s in times)
+    probe = Probe()  # a shifted grid: Heun's 7 evaluations are 4 steps on flow_timesteps(4, shift), the last Euler
+    sample_flow(probe, (3, 1, 2, 2), steps=7, method=method, shift=2.5)
+    grid = flow_timesteps(4 if method == "heun" else 7, 2.5)
+    visited = [grid[0], grid[1], grid[1], grid[2], grid[2], grid[3], grid[3]] if method == "heun" else grid[:-1]
+    assert [t[0] / FLOW_TIME_SCALE for _, t, _ in probe.calls] == pytest.approx(visited, rel=1e-6)
     y = torch.tensor([4, 1, 7])
     probe = Probe()
     sample_flow(probe, (3, 1, 2, 2), steps=7, method=method, y=y, guidance=2.0)

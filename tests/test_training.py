@@ -366,7 +366,9 @@ def test_ema_warmup_average_has_mean_age_step_over_warmup():
     s = 4000
     for k in (3.0, 10.0, 20.0):
         d = torch.tensor([(1 + j) / (k + j) for j in range(s + 1)], dtype=torch.float64)
-        later = torch.cat([torch.flip(torch.cumprod(torch.flip(d, [0]), 0), [0])[1:], torch.ones(1, dtype=torch.float64)])
+        later = torch.cat(
+            [torch.flip(torch.cumprod(torch.flip(d, [0]), 0), [0])[1:], torch.ones(1, dtype=torch.float64)]
+        )
         share = (1 - d) * later
         age = ((s - torch.arange(s + 1, dtype=torch.float64)) * share).sum() / share.sum()
         assert abs(age.item() / s - 1 / k) < 0.01, (k, age.item() / s)
