@@ -1,5 +1,5 @@
 """Sampling variants tried on a trained flow model, each against the setting its record carries, on the same sample
-seeds (benchmarks/README.md, "Time to quality", "Tried at sampling on these runs").
+seeds (benchmarks/README.md, "Time to quality", "What was tried at sampling on these runs").
 
     python benchmarks/flow_sampling_probes.py --checkpoint runs/ttq_seed1/model.safetensors --seeds 0 1 \
         --probes record interval:0.2:0.2:0.9 eta:20:0.5 clip

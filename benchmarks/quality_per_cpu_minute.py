@@ -30,7 +30,7 @@ from ddpm_lessons.data import load_mnist, to_uint8
 from ddpm_lessons.flow import FLOW_TIMES
 from ddpm_lessons.metrics import evaluate_samples
 from ddpm_lessons.objectives import LOSS_WEIGHTINGS, OBJECTIVES
-from ddpm_lessons.solvers import PRECISIONS, native_bf16, sample_in_batches
+from ddpm_lessons.solvers import PRECISIONS, check_shift, native_bf16, sample_in_batches
 from ddpm_lessons.training import DIGITS_RECIPE, LR_DECAYS, TrainConfig, Trainer
 from ddpm_lessons.unet import UNetConfig
 
@@ -45,6 +45,9 @@ p.add_argument("--n", type=int, default=2000)
 p.add_argument("--sampling", nargs="+", default=[f"{sampling['sampler']}:{sampling['steps']}"],
                help="sampler:model-evaluations, e.g. dpmpp-2m:10 ddim:50 (default: the recipe's)")  # fmt: skip
 p.add_argument("--guidance", type=float, nargs="+", default=[sampling["guidance"]])
+p.add_argument("--shift", type=float, default=None,
+               help="a flow model's grid of flow times moved towards the noise (flow.shift_flow_time); default: the "
+                    "recipe's for a flow model, 1 (none) for the others")  # fmt: skip
 p.add_argument("--precision", choices=PRECISIONS, default="bf16", help="of the sampling network (solvers.PRECISIONS)")
 p.add_argument("--objective", choices=OBJECTIVES, default=recipe.get("objective", "eps"))
 p.add_argument("--loss-weighting", choices=LOSS_WEIGHTINGS, default=recipe.get("loss_weighting", "none"))
@@ -74,6 +77,11 @@ p.add_argument("--device", default="cpu", help="cpu for the benchmark itself; cu
 p.add_argument("--seed", type=int, default=0)
 p.add_argument("--out", default="runs/quality_per_cpu_minute")
 args = p.parse_args()
+shift = args.shift if args.shift is not None else sampling.get("shift", 1.0) if args.objective == "flow" else 1.0
+try:
+    check_shift(shift, args.objective)  # before training, not after it
+except ValueError as err:
+    p.error(str(err))
 
 x, y = load_mnist("train", source="bundled")
 model_config = UNetConfig(
@@ -118,11 +126,12 @@ for spec in args.sampling:
         samples = sample_in_batches(
             model, trainer.schedule, args.n, (1, 28, 28), labels=labels, batch_size=args.sample_batch, sampler=sampler,
             steps=int(steps), guidance=w, generator=torch.Generator().manual_seed(args.seed), device=trainer.device,
-            objective=args.objective, precision=args.precision,
+            objective=args.objective, precision=args.precision, shift=shift,
         )  # fmt: skip
         seconds = time.perf_counter() - t0
         metrics = evaluate_samples(to_uint8(samples[:, 0]), labels)
-        metrics.update(sampler=sampler, steps=int(steps), guidance=w, sampling_seconds=round(seconds, 1),
+        metrics.update(sampler=sampler, steps=int(steps), guidance=w, shift=shift,
+                       sampling_seconds=round(seconds, 1),
                        sampling_seconds_per_1000=round(seconds * 1000 / args.n, 1))  # fmt: skip
         results.append(metrics)
         print(json.dumps(metrics), flush=True)

@@ -158,9 +158,11 @@ def export_model(path: Path, model: torch.nn.Module, record: dict) -> None:
     write_json(Path(path).with_suffix(".json"), record)
 
 
-def record_sampling(path: str | Path, sampler: str, steps: int, guidance: float, shift: float = 1.0) -> dict:
+def record_sampling(path: str | Path, sampler: str, steps: int, guidance: float, shift: float | None = None) -> dict:
     """Write into an exported model's record (its metadata and the .json beside it) the sampling setting it was
-    measured with, which `sample` then uses by default; the weights are rewritten unchanged. Returns the record."""
+    measured with, which `sample` then uses by default; the weights are rewritten unchanged. ``shift``: a flow
+    model's shift of its grid of flow times (``flow.shift_flow_time``); None keeps the record's (1, an even grid, if
+    it has none). Returns the record."""
     from safetensors.torch import save_file
 
     path = Path(path)
@@ -169,6 +171,8 @@ def record_sampling(path: str | Path, sampler: str, steps: int, guidance: float,
         raise ValueError(f"{path} has no ddpm_lessons config record; it was not written by export_model")
     record = json.loads(meta["record"])
     check_sampler(sampler, objective_of(record))
+    if shift is None:
+        shift = record.get("sampling", {}).get("shift", 1.0)
     check_shift(shift, objective_of(record))
     record["sampling"] = asdict(SamplingConfig(sampler, int(steps), float(guidance), float(shift)))
     atomic_write(path, lambda tmp: save_file(weights, str(tmp), metadata={"record": json.dumps(record)}))

@@ -224,7 +224,8 @@ def cmd_sample(args) -> int:
     args.shift = setting.get("shift", 1.0)
     untold = [key for key, value in told.items() if value is None]
     if untold and not args.no_progress:
-        shifted = f", flow times shifted by {args.shift:g}" if "shift" in told else ""
+        shifted = "" if objective != "flow" else (f", flow times shifted by {args.shift:g}" if args.shift != 1.0
+                                                  else ", an even grid of flow times")  # fmt: skip
         print(f"sampling with {args.sampler}, {args.steps} model evaluations, guidance {args.guidance:g}{shifted} "
               f"({', '.join(untold)} from the checkpoint's record; override with --{' --'.join(untold)})")  # fmt: skip
     if args.precision == "auto":
@@ -477,7 +478,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--sampling-shift",
         type=positive_float,
         default=None,
-        help="for a flow model, its grid of flow times moved towards the noise by this factor (default 1: even)",
+        help="for a flow model, its grid of flow times moved towards the noise by this factor (default: the "
+        "recipe's on digits with the flow objective, training.DIGITS_RECIPE; else 1: even)",
     )
     t.add_argument("--batch-size", type=positive_int, default=None)
     t.add_argument("--grad-accum", type=positive_int, default=train_defaults.grad_accum)

@@ -116,7 +116,7 @@ def shift_flow_time(s: float, shift: float) -> float:
     if not shift > 0 or math.isinf(shift):
         raise ValueError(f"shift={shift!r} multiplies the noise-to-signal ratio and must be a positive number "
                          "(1: no shift)")  # fmt: skip
-    return shift * s / (1 + (shift - 1) * s)
+    return shift * s / (shift * s + (1 - s))  # = shift s / (1 + (shift - 1) s), exact at s = 0 and s = 1
 
 
 def flow_timesteps(steps: int, shift: float = 1.0) -> list[float]:

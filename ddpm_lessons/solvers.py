@@ -303,7 +303,8 @@ def check_shift(shift: float, objective: str) -> None:
     shift_flow_time(1.0, shift)  # raises for a shift that is not a positive number
     if shift != 1.0 and objective != "flow":
         raise ValueError(f"a shift of {shift:g} moves a flow model's grid of flow times; a model trained with "
-                         f"objective {objective!r} has none: leave the shift at 1")  # fmt: skip
+                         f"objective {objective!r} has none: leave the shift at 1 (drop --shift or "
+                         "--sampling-shift)")  # fmt: skip
 
 
 PRECISIONS = ("fp32", "bf16")  # what sample_in_batches (and `sample --precision`) accepts

@@ -32,7 +32,7 @@ from ddpm_lessons.forward import check_x0, q_sample
 from ddpm_lessons.objectives import LOSS_WEIGHTINGS, OBJECTIVES, as_eps_model, min_snr_weight, prediction_target
 from ddpm_lessons.runs import RunLog, StopOnSignal, capture_state, restore_state
 from ddpm_lessons.samplers import sample_ddim
-from ddpm_lessons.solvers import SamplingConfig, check_sampler, default_sampling
+from ddpm_lessons.solvers import SamplingConfig, check_sampler, check_shift, default_sampling
 from ddpm_lessons.superres import conditioned
 from ddpm_lessons.unet import UNet, UNetConfig
 from ddpm_lessons.utils import TimeEstimate, get_device, progress
@@ -171,6 +171,7 @@ class Trainer:
             raise ValueError(f"objective must be one of {', '.join(OBJECTIVES)}, got {train_config.objective!r}")
         self.sampling = sampling or default_sampling(train_config.objective)  # what the record tells `sample`
         check_sampler(self.sampling.sampler, train_config.objective)
+        check_shift(self.sampling.shift, train_config.objective)
         if train_config.loss_weighting not in LOSS_WEIGHTINGS:
             raise ValueError(f"loss_weighting must be one of {', '.join(LOSS_WEIGHTINGS)}, got "
                              f"{train_config.loss_weighting!r}")  # fmt: skip

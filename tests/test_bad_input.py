@@ -29,6 +29,8 @@ BAD_ARGUMENTS = [
     (["train", "--lr", "0"], "argument --lr: must be greater than 0, got 0"),
     (["train", "--lr", "fast"], "argument --lr: expected a number, got 'fast'"),
     (["train", "--lr", "nan"], "argument --lr: expected a finite number, got 'nan'"),
+    (["train", "--sampling-shift", "0"], "argument --sampling-shift: must be greater than 0, got 0"),
+    (["sample", "--checkpoint", "m.safetensors", "--shift", "inf"], "argument --shift: expected a finite number"),
     (["train", "--warmup", "-1"], "argument --warmup: must be 0 or more, got -1"),
     (["train", "--ema-decay", "1"], "argument --ema-decay: must be at least 0 and below 1, got 1"),
     (["train", "--label-dropout", "1.5"], "argument --label-dropout: must be at least 0 and below 1, got 1.5"),
@@ -182,6 +184,15 @@ BAD_FILES_AND_COMBINATIONS = [
         ["sample", "--checkpoint", "{root}/flow/model.safetensors", "--sampler", "ddim"],
         "sampler 'ddim' does not fit a model trained with objective 'flow'; use one of euler, heun",
     ),
+    (
+        ["sample", "--checkpoint", "{root}/run/model.safetensors", "--shift", "2"],
+        "objective 'eps' has none: leave the shift at 1 (drop --shift or --sampling-shift)",
+    ),
+    (
+        ["train", "--conditional", "--objective", "eps", "--steps", "2", "--sampling-shift", "2", "--out", "{root}/run",
+         "--resume", *NET],
+        "objective 'eps' has none: leave the shift at 1",
+    ),  # fmt: skip
 ]
 
 

@@ -1,6 +1,7 @@
 """The command line as a user runs it: train a tiny model, sample it to .npz, evaluate, doctor."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -159,6 +160,26 @@ def test_a_flow_model_trains_for_minutes_and_samples_with_its_own_samplers(tmp_p
     assert main([*base, "--shift", "1", "--no-progress", "--out", str(tmp_path / "even.npz")]) == 0
     images = {name: np.load(tmp_path / f"{name}.npz")["images"] for name in ("record", "told", "even")}
     assert np.array_equal(images["record"], images["told"]) and not np.array_equal(images["record"], images["even"])
+    # another shift written into the record is the one sample reads; record_sampling without one keeps it
+    from ddpm_lessons.checkpoints import record_sampling
+
+    assert record_sampling(run / "model.safetensors", "heun", 3, 0.0, shift=1.7)["sampling"]["shift"] == 1.7
+    assert record_sampling(run / "model.safetensors", "heun", 3, 0.0)["sampling"]["shift"] == 1.7
+    assert main([*base, "--no-progress", "--out", str(tmp_path / "r17.npz")]) == 0
+    assert main([*base, "--shift", "1.7", "--no-progress", "--out", str(tmp_path / "t17.npz")]) == 0
+    assert np.array_equal(np.load(tmp_path / "r17.npz")["images"], np.load(tmp_path / "t17.npz")["images"])
+
+
+def test_a_flow_record_without_a_shift_samples_on_an_even_grid(tmp_path, capsys):
+    shipped = Path(__file__).parents[1] / "data" / "checkpoints" / "mnist_flow.safetensors"
+    assert "shift" not in json.loads(shipped.with_suffix(".json").read_text())["sampling"]  # written before the field
+    base = ["sample", "--checkpoint", str(shipped), "--n", "2", "--steps", "2", "--seed", "3"]
+    assert main([*base, "--out", str(tmp_path / "record.npz")]) == 0
+    assert "an even grid of flow times (sampler, guidance, shift from the checkpoint's record" in capsys.readouterr().out
+    assert main([*base, "--shift", "1", "--no-progress", "--out", str(tmp_path / "even.npz")]) == 0
+    assert main([*base, "--shift", "3", "--no-progress", "--out", str(tmp_path / "shifted.npz")]) == 0
+    images = {name: np.load(tmp_path / f"{name}.npz")["images"] for name in ("record", "even", "shifted")}
+    assert np.array_equal(images["record"], images["even"]) and not np.array_equal(images["record"], images["shifted"])
 
 
 def test_a_shift_is_refused_for_a_model_without_flow_times(run_dir, tmp_path, capsys):
@@ -167,7 +188,7 @@ def test_a_shift_is_refused_for_a_model_without_flow_times(run_dir, tmp_path, ca
     assert "has none: leave the shift at 1" in capsys.readouterr().err and not (tmp_path / "s.npz").exists()
     train = ["train", "--objective", "eps", "--steps", "1", "--sampling-shift", "2", "--out", str(tmp_path / "run")]
     assert main([*train, *TINY_ARGS]) == 2
-    assert "has none: leave the shift at 1" in capsys.readouterr().err
+    assert "has none: leave the shift at 1" in capsys.readouterr().err and not (tmp_path / "run").exists()
 
 
 def test_bare_train_on_digits_is_the_recipe_and_a_flag_given_wins(tmp_path):

@@ -185,7 +185,11 @@ def test_the_shift_multiplies_the_noise_to_signal_ratio():
             expected = torch.sigmoid(torch.logit(torch.tensor(s, dtype=torch.float64)) + math.log(shift)).item()
             assert shift_flow_time(s, shift) == pytest.approx(expected, rel=1e-12, abs=1e-15), (shift, s)
     even, shifted = flow_timesteps(8), flow_timesteps(8, 2.5)
-    assert shifted[0] == 1.0 and shifted[-1] == 0.0  # the ends stay where they are
+    # Heun-15's grid at the digits recipe's shift, as lessons 04 and 11 quote it: 2.5 (1 - i/8) / (1 + 1.5 (1 - i/8))
+    quoted = [1.0, 0.9459, 0.8824, 0.8065, 0.7143, 0.6, 0.4545, 0.2632, 0.0]
+    assert shifted == pytest.approx(quoted, abs=5e-5)
+    for shift in (0.1, 0.2, 0.3, 0.45, 2.5, 7.0):  # the ends stay exactly where they are
+        assert shift_flow_time(1.0, shift) == 1.0 and shift_flow_time(0.0, shift) == 0.0, shift
     assert all(a > b for a, b in zip(shifted, shifted[1:], strict=False))  # still from noise to data
     inner = zip(even[1:-1], shifted[1:-1], strict=True)
     assert all(b > a for a, b in inner)  # every inner time moved towards the noise

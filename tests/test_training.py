@@ -47,6 +47,18 @@ def test_n_steps_plus_resume_plus_n_equals_2n_straight(digits, tmp_path):
     assert [r["step"] for r in resumed.read_log()] == [2, 4, 6, 8]
 
 
+def test_a_shift_of_the_sampling_grid_needs_a_flow_model(digits, tmp_path):
+    from ddpm_lessons.solvers import SamplingConfig
+
+    x, y = digits
+    with pytest.raises(ValueError, match="objective 'eps' has none: leave the shift at 1"):
+        Trainer(TINY, _config(), x, tmp_path / "eps", labels=y, progress=False, sampling=SamplingConfig("ddim", 5, 0, 2))
+    assert not (tmp_path / "eps").exists()  # refused before anything is written
+    flow = Trainer(TINY, _config(objective="flow"), x, tmp_path / "flow", labels=y, progress=False,
+                   sampling=SamplingConfig("heun", 5, 0.0, 2.0))  # fmt: skip
+    assert flow.sampling.shift == 2.0
+
+
 def test_training_lowers_the_loss(digits, tmp_path):
     x, y = digits
     trainer = Trainer(TINY, _config(steps=60, log_every=10, checkpoint_every=60), x, tmp_path, labels=y, progress=False)
