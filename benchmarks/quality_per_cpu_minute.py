@@ -53,6 +53,8 @@ p.add_argument("--objective", choices=OBJECTIVES, default=recipe.get("objective"
 p.add_argument("--loss-weighting", choices=LOSS_WEIGHTINGS, default=recipe.get("loss_weighting", "none"))
 p.add_argument("--min-snr-gamma", type=float, default=recipe.get("min_snr_gamma", 5.0))
 p.add_argument("--flow-time", choices=FLOW_TIMES, default=recipe.get("flow_time", "uniform"))
+p.add_argument("--flow-time-loc", type=float, default=recipe.get("flow_time_loc", 0.0),
+               help="the logit-normal's location (TrainConfig.flow_time_loc)")  # fmt: skip
 p.add_argument("--cpu-bf16", type=int, choices=(0, 1),
                default=int(recipe.get("cpu_bf16", False) and native_bf16()),  # as `train` resolves the recipe
                help="1: the training network's forward pass in bfloat16 on the CPU (TrainConfig.cpu_bf16); "
@@ -93,6 +95,7 @@ train_config = TrainConfig(
     ema_decay=args.ema_decay, label_dropout=args.label_dropout, amp=False, checkpoint_every=10**9,
     log_every=100, seed=args.seed, device=args.device, objective=args.objective, loss_weighting=args.loss_weighting,
     min_snr_gamma=args.min_snr_gamma, cpu_bf16=bool(args.cpu_bf16), flow_time=args.flow_time,
+    flow_time_loc=args.flow_time_loc,
 )  # fmt: skip
 trainer = Trainer(
     model_config, train_config, x, args.out, labels=y, schedule_config=ScheduleConfig(kind=args.schedule, T=args.T),

@@ -79,6 +79,7 @@ def cmd_train(args) -> int:
         loss_weighting=args.loss_weighting,
         min_snr_gamma=args.min_snr_gamma,
         flow_time=args.flow_time,
+        flow_time_loc=args.flow_time_loc,
         cpu_bf16=args.precision == "bf16",
         batch_size=args.batch_size,
         grad_accum=args.grad_accum,
@@ -140,6 +141,7 @@ RECIPE_OPTIONS = {
     "loss_weighting": ("train", "loss_weighting"),
     "min_snr_gamma": ("train", "min_snr_gamma"),
     "flow_time": ("train", "flow_time"),
+    "flow_time_loc": ("train", "flow_time_loc"),
     "precision": ("train", "cpu_bf16"),
     "batch_size": ("train", "batch_size"),
     "lr": ("train", "lr"),
@@ -458,6 +460,12 @@ def build_parser() -> argparse.ArgumentParser:
         choices=FLOW_TIMES,
         default=None,
         help="how --objective flow draws its times: uniform, or logit-normal (Esser et al. 2024)",
+    )
+    t.add_argument(
+        "--flow-time-loc",
+        type=_real,
+        default=None,
+        help="the logit-normal's location: > 0 draws more training times near the noise (default 0)",
     )
     t.add_argument(
         "--precision",

@@ -54,15 +54,26 @@ def flow_path(x0: torch.Tensor, eps: torch.Tensor, s: torch.Tensor | float) -> t
 FLOW_TIMES = ("uniform", "logit-normal")  # how training draws s (TrainConfig.flow_time, `train --flow-time`)
 
 
-def draw_flow_times(n: int, generator: torch.Generator | None = None, kind: str = "uniform") -> torch.Tensor:
+def check_flow_times(kind: str, loc: float = 0.0) -> None:
+    """Refuse an unknown kind of training times, or a location that is not finite or is given to uniform times."""
+    if kind not in FLOW_TIMES:
+        raise ValueError(f"unknown flow time sampling {kind!r}; choose one of {', '.join(FLOW_TIMES)}")
+    if not math.isfinite(loc) or (loc != 0.0 and kind != "logit-normal"):
+        raise ValueError(f"loc={loc!r} is the logit-normal's location, a finite number, and only that kind has one; "
+                         "leave it at 0 for uniform times")  # fmt: skip
+
+
+def draw_flow_times(
+    n: int, generator: torch.Generator | None = None, kind: str = "uniform", loc: float = 0.0
+) -> torch.Tensor:
     """n flow times s in (0, 1) for a training batch: "uniform", s ~ U[0, 1] (Lipman et al. 2023, Eq. 23), or
-    "logit-normal", s = sigmoid(u) with u ~ N(0, 1) (Esser et al. 2024, Sec. 3.1: more of the batch at middle
-    times, where the velocity is hardest to predict, and fewer near the ends). Returns (n,) float32 on the CPU."""
+    "logit-normal", s = sigmoid(u) with u ~ N(loc, 1) (Esser et al. 2024, Sec. 3.1: more of the batch at middle
+    times, where the velocity is hardest to predict, and fewer near the ends; loc > 0 centres them towards the noise,
+    at the median s = sigmoid(loc)). Returns (n,) float32 on the CPU."""
+    check_flow_times(kind, loc)
     if kind == "uniform":
         return torch.rand(n, generator=generator)
-    if kind == "logit-normal":
-        return torch.sigmoid(torch.randn(n, generator=generator))
-    raise ValueError(f"unknown flow time sampling {kind!r}; choose one of {', '.join(FLOW_TIMES)}")
+    return torch.sigmoid(loc + torch.randn(n, generator=generator))  # logit-normal
 
 
 def flow_matching_loss(

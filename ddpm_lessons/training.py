@@ -27,7 +27,7 @@ from ddpm_lessons.checkpoints import (
 )
 from ddpm_lessons.distributed import init_from_env
 from ddpm_lessons.eps_model import NO_LABEL
-from ddpm_lessons.flow import FLOW_TIMES, draw_flow_times, flow_matching_loss, sample_flow
+from ddpm_lessons.flow import FLOW_TIMES, check_flow_times, draw_flow_times, flow_matching_loss, sample_flow
 from ddpm_lessons.forward import check_x0, q_sample
 from ddpm_lessons.objectives import LOSS_WEIGHTINGS, OBJECTIVES, as_eps_model, min_snr_weight, prediction_target
 from ddpm_lessons.runs import RunLog, StopOnSignal, capture_state, restore_state
@@ -78,6 +78,7 @@ class TrainConfig:
     loss_weighting: str = "none"  # "none" (L_simple) or "min-snr" (Hang et al. 2023; eps, x0, v): LOSS_WEIGHTINGS
     min_snr_gamma: float = 5.0  # the gamma of "min-snr"
     flow_time: str = "uniform"  # how the flow objective draws s: "uniform" or "logit-normal" (flow.FLOW_TIMES)
+    flow_time_loc: float = 0.0  # the logit-normal's location (flow.draw_flow_times; > 0: towards the noise)
     batch_size: int = 128  # images per micro-batch
     grad_accum: int = 1  # micro-batches per optimiser step
     lr: float = 2e-4  # peak learning rate of AdamW
@@ -177,6 +178,7 @@ class Trainer:
                              f"{train_config.loss_weighting!r}")  # fmt: skip
         if train_config.flow_time not in FLOW_TIMES:
             raise ValueError(f"flow_time must be one of {', '.join(FLOW_TIMES)}, got {train_config.flow_time!r}")
+        check_flow_times(train_config.flow_time, train_config.flow_time_loc)
         if train_config.loss_weighting == "min-snr" and train_config.objective == "flow":
             raise ValueError("loss_weighting 'min-snr' is defined for the eps, x0 and v objectives; "
                              "train the flow objective with loss_weighting 'none'")  # fmt: skip
@@ -303,7 +305,8 @@ class Trainer:
         B, shard = self.config.batch_size, self.world.shard  # drawn for the global batch, sliced per process
         objective = self.config.objective
         if objective == "flow":  # s in (0, 1), continuous: U[0, 1] (Lipman et al. 2023, Eq. 23) or logit-normal
-            t = shard(draw_flow_times(B, self.noise_gen, self.config.flow_time)).to(self.device)
+            times = draw_flow_times(B, self.noise_gen, self.config.flow_time, self.config.flow_time_loc)
+            t = shard(times).to(self.device)
         else:
             t = shard(torch.randint(0, self.schedule.T, (B,), generator=self.noise_gen)).to(self.device)  # line 3
         eps = shard(torch.randn((B, *x0.shape[1:]), generator=self.noise_gen)).to(self.device)  # line 4

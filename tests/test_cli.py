@@ -175,11 +175,23 @@ def test_a_flow_record_without_a_shift_samples_on_an_even_grid(tmp_path, capsys)
     assert "shift" not in json.loads(shipped.with_suffix(".json").read_text())["sampling"]  # written before the field
     base = ["sample", "--checkpoint", str(shipped), "--n", "2", "--steps", "2", "--seed", "3"]
     assert main([*base, "--out", str(tmp_path / "record.npz")]) == 0
-    assert "an even grid of flow times (sampler, guidance, shift from the checkpoint's record" in capsys.readouterr().out
+    assert (
+        "an even grid of flow times (sampler, guidance, shift from the checkpoint's record" in capsys.readouterr().out
+    )
     assert main([*base, "--shift", "1", "--no-progress", "--out", str(tmp_path / "even.npz")]) == 0
     assert main([*base, "--shift", "3", "--no-progress", "--out", str(tmp_path / "shifted.npz")]) == 0
     images = {name: np.load(tmp_path / f"{name}.npz")["images"] for name in ("record", "even", "shifted")}
     assert np.array_equal(images["record"], images["even"]) and not np.array_equal(images["record"], images["shifted"])
+
+
+def test_the_logit_normal_location_reaches_the_record_and_the_batches(tmp_path, capsys):
+    run = tmp_path / "loc"
+    args = ["train", "--conditional", "--objective", "flow", "--flow-time", "logit-normal", "--steps", "1"]
+    assert main([*args, "--flow-time-loc", "0.5", "--out", str(run), *TINY_ARGS]) == 0
+    assert json.loads((run / "model.json").read_text())["train"]["flow_time_loc"] == 0.5
+    bad = ["train", "--conditional", "--objective", "flow", "--flow-time", "uniform", "--flow-time-loc", "0.5"]
+    assert main([*bad, "--steps", "1", "--out", str(tmp_path / "bad"), *TINY_ARGS]) == 2
+    assert "leave it at 0 for uniform times" in capsys.readouterr().err and not (tmp_path / "bad").exists()
 
 
 def test_a_shift_is_refused_for_a_model_without_flow_times(run_dir, tmp_path, capsys):

@@ -292,3 +292,12 @@ def test_draw_flow_times_uniform_and_logit_normal_by_monte_carlo():
     assert abs((s < 0.1).float().mean().item() - 0.0140) < 0.002  # P(u < logit 0.1 = -2.197) = 0.0140
     with pytest.raises(ValueError, match="unknown flow time sampling 'beta'"):
         draw_flow_times(3, g, "beta")
+    # a location moves the normal under the logit: median sigmoid(0.5) = 0.6225, P(s > 0.9) = P(u > 2.197 - 0.5)
+    s = draw_flow_times(200_000, g, "logit-normal", loc=0.5)
+    u = torch.log(s / (1 - s))
+    assert abs(u.mean().item() - 0.5) < 0.01 and abs(u.std().item() - 1) < 0.01
+    assert abs(s.median().item() - 0.6225) < 0.003
+    assert abs((s > 0.9).float().mean().item() - 0.0448) < 0.002  # 1 - Phi(1.697) = 0.0448
+    for bad, kind in ((0.5, "uniform"), (math.nan, "logit-normal"), (math.inf, "logit-normal")):
+        with pytest.raises(ValueError, match="the logit-normal's location, a finite number"):
+            draw_flow_times(3, g, kind, loc=bad)

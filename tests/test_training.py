@@ -52,7 +52,9 @@ def test_a_shift_of_the_sampling_grid_needs_a_flow_model(digits, tmp_path):
 
     x, y = digits
     with pytest.raises(ValueError, match="objective 'eps' has none: leave the shift at 1"):
-        Trainer(TINY, _config(), x, tmp_path / "eps", labels=y, progress=False, sampling=SamplingConfig("ddim", 5, 0, 2))
+        Trainer(
+            TINY, _config(), x, tmp_path / "eps", labels=y, progress=False, sampling=SamplingConfig("ddim", 5, 0, 2)
+        )
     assert not (tmp_path / "eps").exists()  # refused before anything is written
     flow = Trainer(TINY, _config(objective="flow"), x, tmp_path / "flow", labels=y, progress=False,
                    sampling=SamplingConfig("heun", 5, 0.0, 2.0))  # fmt: skip
