@@ -189,20 +189,7 @@ BAD_FILES_AND_COMBINATIONS = [
         "objective 'eps' has none: leave the shift at 1 (drop --shift or --sampling-shift)",
     ),
     (
-        [
-            "train",
-            "--conditional",
-            "--objective",
-            "eps",
-            "--steps",
-            "2",
-            "--sampling-shift",
-            "2",
-            "--out",
-            "{root}/run",
-            "--resume",
-            *NET,
-        ],
+        [*"train --conditional --objective eps --steps 2 --sampling-shift 2 --out {root}/run --resume".split(), *NET],
         "objective 'eps' has none: leave the shift at 1",
     ),  # fmt: skip
 ]
