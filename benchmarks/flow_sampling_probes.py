@@ -40,7 +40,7 @@ from pathlib import Path
 import torch
 
 from ddpm_lessons.checkpoints import load_model, load_training_checkpoint
-from ddpm_lessons.flow import FLOW_TIME_SCALE, flow_timesteps
+from ddpm_lessons.flow import FLOW_TIME_SCALE, check_flow_shift, flow_timesteps
 from ddpm_lessons.metrics import evaluate_samples
 from ddpm_lessons.objectives import objective_of
 from ddpm_lessons.samplers import guided_eps
@@ -73,8 +73,11 @@ def parse(probe: str) -> tuple[str, list[str]]:
             p.error(f"probe {probe!r}: a flow model's sampler is euler or heun")
         values = values[1:]  # the numbers; the sampler is read again in run()
     numbers = [float(v) for v in values]
-    if kind in ("shift", "setting") and not 0 < numbers[-1] < math.inf:
-        p.error(f"probe {probe!r}: the shift must be a positive number (1: an even grid)")
+    if kind in ("shift", "setting"):
+        try:
+            check_flow_shift(numbers[-1])
+        except ValueError as err:
+            p.error(f"probe {probe!r}: {err}")
     if kind == "setting" and numbers[1] < 0:
         p.error(f"probe {probe!r}: the guidance weight must be at least 0")
     if kind == "interval" and not 0 <= numbers[1] <= numbers[2] <= 1:

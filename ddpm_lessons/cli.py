@@ -53,7 +53,7 @@ def _super_resolution(low_size: int | None, image_size: int) -> dict:
 
 def cmd_train(args) -> int:
     from ddpm_lessons.schedules import ScheduleConfig
-    from ddpm_lessons.solvers import SamplingConfig, check_sampler, check_shift, default_sampling
+    from ddpm_lessons.solvers import SamplingConfig, default_sampling
     from ddpm_lessons.training import DIGITS_RECIPE, TrainConfig, Trainer, TrainingDiverged
     from ddpm_lessons.unet import UNetConfig
 
@@ -102,9 +102,7 @@ def cmd_train(args) -> int:
     sampling = SamplingConfig(args.sampler or sampling.sampler, args.sampling_steps or sampling.steps,
                               sampling.guidance if args.guidance is None else args.guidance,
                               sampling.shift if args.sampling_shift is None else args.sampling_shift)  # fmt: skip
-    check_sampler(sampling.sampler, args.objective)
-    check_shift(sampling.shift, args.objective)
-    trainer = Trainer(
+    trainer = Trainer(  # refuses a sampler or shift that does not fit the objective before it writes anything
         model_config,
         train_config,
         images,

@@ -115,6 +115,13 @@ def velocity(
     return guided_eps(model, x, t_in, y, guidance)
 
 
+def check_flow_shift(shift: float) -> None:
+    """Refuse a shift of the flow-time grid that is not a positive, finite number (1: no shift)."""
+    if not shift > 0 or math.isinf(shift):
+        raise ValueError(f"shift={shift!r} multiplies the noise-to-signal ratio and must be a positive number "
+                         "(1: no shift)")  # fmt: skip
+
+
 def shift_flow_time(s: float, shift: float) -> float:
     """The flow time s moved towards the noise by a factor ``shift`` (Esser et al. 2024, Sec. 5.3.2):
 
@@ -124,9 +131,7 @@ def shift_flow_time(s: float, shift: float) -> float:
     log-SNR, 2 log((1 - s) / s), moves down by 2 log(shift) at every s; s = 0 and s = 1 stay where they are.
     shift > 1 puts more of a grid at high noise, shift = 1 leaves it even, 0 < shift < 1 moves it towards the data.
     """
-    if not shift > 0 or math.isinf(shift):
-        raise ValueError(f"shift={shift!r} multiplies the noise-to-signal ratio and must be a positive number "
-                         "(1: no shift)")  # fmt: skip
+    check_flow_shift(shift)
     return shift * s / (shift * s + (1 - s))  # = shift s / (1 + (shift - 1) s), exact at s = 0 and s = 1
 
 

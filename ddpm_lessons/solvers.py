@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ddpm_lessons.flow import sample_flow, shift_flow_time
+from ddpm_lessons.flow import check_flow_shift, sample_flow
 from ddpm_lessons.forward import predict_eps_from_x0, predict_x0_from_eps
 from ddpm_lessons.objectives import as_eps_model
 from ddpm_lessons.samplers import ddim_timesteps, draw_x_T, guided_eps, sample_ddim, sample_ddpm
@@ -300,7 +300,7 @@ def check_sampler(sampler: str, objective: str) -> None:
 def check_shift(shift: float, objective: str) -> None:
     """Refuse a shift of the flow-time grid that is not a positive number, or one given to a model without flow
     times (an eps, x0 or v model's grids are chosen by ``spacing``)."""
-    shift_flow_time(1.0, shift)  # raises for a shift that is not a positive number
+    check_flow_shift(shift)
     if shift != 1.0 and objective != "flow":
         raise ValueError(f"a shift of {shift:g} moves a flow model's grid of flow times; a model trained with "
                          f"objective {objective!r} has none: leave the shift at 1 (drop --shift or "
