@@ -8,6 +8,9 @@ STAMP := $(VENV)/.installed-stamp
 # The tests see a CPU-only machine (CUDA_VISIBLE_DEVICES=) with no profile variable set, as a laptop
 # student does, so the profile follows the machine to FAST; no network access; widgets draw one static figure.
 TEST_ENV := env -u DDPM_FAST -u DDPM_PROFILE CUDA_VISIBLE_DEVICES= DDPM_OFFLINE=1 DDPM_WIDGETS=static
+# The lessons train into temporary folders, which each test run would leave behind (30 MB for lesson 08 alone):
+# the tests get a temporary folder of their own (TMPDIR), removed when they end, passed or failed.
+IN_TMPDIR := tmp=$$(mktemp -d) && trap 'rm -rf "$$tmp"' EXIT && TMPDIR=$$tmp
 # Jupyter refuses to start as root without --allow-root, and containers and many cloud VMs work as root.
 # LAB_ARGS passes more options, e.g. `make lab LAB_ARGS="--port 8890 --no-browser"`.
 JUPYTER_ARGS := $(if $(filter 0,$(shell id -u)),--allow-root) $(LAB_ARGS)
@@ -34,11 +37,11 @@ browser-deps:
 		echo "chromium not installed: tests/test_browser.py will be skipped"; }
 
 unit: setup browser-deps
-	$(TEST_ENV) $(BIN)/pytest tests
+	$(IN_TMPDIR) $(TEST_ENV) $(BIN)/pytest tests
 
 # Runs every solution notebook; compares the output of the cells marked # NBVAL_CHECK_OUTPUT.
 notebooks: setup
-	$(TEST_ENV) $(BIN)/pytest --nbval-lax -p no:cacheprovider notebooks
+	$(IN_TMPDIR) $(TEST_ENV) $(BIN)/pytest --nbval-lax -p no:cacheprovider notebooks
 
 # Writes exercises/ from the solution notebooks (tests fail when they drift apart).
 exercises: setup
