@@ -9,8 +9,9 @@ STAMP := $(VENV)/.installed-stamp
 # student does, so the profile follows the machine to FAST; no network access; widgets draw one static figure.
 TEST_ENV := env -u DDPM_FAST -u DDPM_PROFILE CUDA_VISIBLE_DEVICES= DDPM_OFFLINE=1 DDPM_WIDGETS=static
 # The lessons train into temporary folders, which each test run would leave behind (30 MB for lesson 08 alone):
-# the tests get a temporary folder of their own (TMPDIR), removed when they end, passed or failed.
-IN_TMPDIR := tmp=$$(mktemp -d) && trap 'rm -rf "$$tmp"' EXIT && TMPDIR=$$tmp
+# the tests get a temporary folder of their own (TMPDIR), removed when they end: passed, failed or interrupted.
+IN_TMPDIR := tmp=$$(mktemp -d) && trap 'rm -rf "$$tmp"' EXIT && trap 'exit 130' INT && trap 'exit 143' TERM && \
+	TMPDIR=$$tmp
 # Jupyter refuses to start as root without --allow-root, and containers and many cloud VMs work as root.
 # LAB_ARGS passes more options, e.g. `make lab LAB_ARGS="--port 8890 --no-browser"`.
 JUPYTER_ARGS := $(if $(filter 0,$(shell id -u)),--allow-root) $(LAB_ARGS)
