@@ -303,8 +303,7 @@ def check_shift(shift: float, objective: str) -> None:
     check_flow_shift(shift)
     if shift != 1.0 and objective != "flow":
         raise ValueError(f"a shift of {shift:g} moves a flow model's grid of flow times; a model trained with "
-                         f"objective {objective!r} has none: leave the shift at 1 (drop --shift or "
-                         "--sampling-shift)")  # fmt: skip
+                         f"objective {objective!r} has none: leave the shift at 1")  # fmt: skip
 
 
 PRECISIONS = ("fp32", "bf16")  # what sample_in_batches (and `sample --precision`) accepts

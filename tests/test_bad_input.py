@@ -186,7 +186,7 @@ BAD_FILES_AND_COMBINATIONS = [
     ),
     (
         ["sample", "--checkpoint", "{root}/run/model.safetensors", "--shift", "2"],
-        "objective 'eps' has none: leave the shift at 1 (drop --shift or --sampling-shift)",
+        "objective 'eps' has none: leave the shift at 1",
     ),
     (
         [*"train --conditional --objective eps --steps 2 --sampling-shift 2 --out {root}/run --resume".split(), *NET],

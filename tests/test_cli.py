@@ -184,7 +184,7 @@ def test_a_flow_record_without_a_shift_samples_on_an_even_grid(tmp_path, capsys)
     assert np.array_equal(images["record"], images["even"]) and not np.array_equal(images["record"], images["shifted"])
 
 
-def test_the_logit_normal_location_reaches_the_record_and_the_batches(tmp_path, capsys):
+def test_the_logit_normal_location_reaches_the_record_and_uniform_times_refuse_one(tmp_path, capsys):
     run = tmp_path / "loc"
     args = ["train", "--conditional", "--objective", "flow", "--flow-time", "logit-normal", "--steps", "1"]
     assert main([*args, "--flow-time-loc", "0.5", "--out", str(run), *TINY_ARGS]) == 0

@@ -337,16 +337,18 @@ def test_cpu_bf16_runs_the_forward_pass_in_bfloat16_and_follows_float32(digits, 
     assert runs[True] == pytest.approx(runs[False], rel=0.02)  # and tracks float32 to about bf16's precision
 
 
-def test_logit_normal_flow_times_enter_the_loss_as_sigmoid_of_a_standard_normal(digits, tmp_path):
-    """Esser et al. 2024, Sec. 3.1: s = sigmoid(u), u ~ N(0, 1); the loss recomputed by hand from the same draws."""
+@pytest.mark.parametrize("loc", [0.0, 0.7])
+def test_logit_normal_flow_times_enter_the_loss_as_sigmoid_of_a_normal(digits, tmp_path, loc):
+    """Esser et al. 2024, Sec. 3.1: s = sigmoid(u), u ~ N(loc, 1); the loss recomputed by hand from the same draws."""
     x, y = digits
     net = UNetConfig(**{**TINY.to_dict(), "dropout": 0.0})
-    config = _config(objective="flow", flow_time="logit-normal", label_dropout=0.0)
+    config = _config(objective="flow", flow_time="logit-normal", flow_time_loc=loc, label_dropout=0.0)
     trainer = Trainer(net, config, x, tmp_path, labels=y, progress=False)
+    torch.nn.init.normal_(trainer.model.conv_out.weight, std=0.1)  # zero-initialised, v would not depend on s at all
     x0, labels = x[:16], y[:16]
     g = torch.Generator().manual_seed(trainer.noise_gen.initial_seed())
     loss = trainer._loss(x0, labels)
-    s = torch.sigmoid(torch.randn(16, generator=g)).view(-1, 1, 1, 1)
+    s = torch.sigmoid(loc + torch.randn(16, generator=g)).view(-1, 1, 1, 1)
     eps = torch.randn(x0.shape, generator=g)
     with torch.no_grad():
         v = trainer.model((1 - s) * x0 + s * eps, 1000 * s.view(-1), labels)
