@@ -16,9 +16,11 @@ def test_record_and_size():
     assert record["model"]["num_classes"] == 10 and record["model"]["image_size"] == 28
     assert record["schedule"] == {"kind": "linear", "T": 1000, "beta_start": 1e-4, "beta_end": 0.02}
     assert record["train"]["label_dropout"] > 0  # it can also sample without labels (classifier-free guidance)
+    # the setting data/checkpoints/README.md measures and `sample` uses when given none
+    assert record["sampling"] == {"sampler": "dpmpp-2m", "steps": 10, "guidance": 0.05, "shift": 1.0}
     assert schedule.T == 1000 and not model.training
     log = [json.loads(line) for line in (PRETRAINED_DIR / "train_log.jsonl").read_text().splitlines()]
-    # The shipped log is this model's run (it logs every 50 steps; the run was stopped at a step in between).
+    # The shipped log is this model's run (it logs every 50 steps and at the step where the run ends).
     assert record["step"] - record["train"]["log_every"] < log[-1]["step"] <= record["step"]
 
 
