@@ -177,7 +177,7 @@ def check_training(model: Callable, schedule: NoiseSchedule, x0: torch.Tensor, t
             "training",
             False,
             f"L_simple is {loss:.3f} (predicting zero noise scores 1.0, a trained MNIST "
-            "model about 0.03): too few steps of training, or a learning rate too small or too large.",
+            "model 0.03-0.07): too few steps of training, or a learning rate too small or too large.",
         )
     return Finding("training", True, f"L_simple {loss:.3f} (1.0 for predicting zero noise)")
 
