@@ -64,7 +64,8 @@ def main() -> None:
         f"(step {record['step']}), no guidance, labels balanced, x0_hat clipped to [-1, 1]",
         "command": "python benchmarks/lesson05_steps.py " + " ".join(sys.argv[1:]),
         "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores, no GPU, torch {torch.__version__}, "
-        f"{args.threads} thread{'s' if args.threads > 1 else ''}, shared with other jobs (seconds are indicative)",
+        f"{args.threads} thread{'s' if args.threads > 1 else ''} "
+        "(seconds are indicative: other jobs may share the cores)",
         "date": datetime.date.today().isoformat(),
         "rows": [],
     }
