@@ -260,6 +260,7 @@ def cmd_sample(args) -> int:
         objective=objective,
         precision=args.precision,
         shift=args.shift,
+        spacing=args.spacing,
     )
     images = to_uint8(x)
     if cfg.in_channels == 1:
@@ -391,6 +392,22 @@ def fraction(text: str) -> float:
     if not 0 <= value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 0 and below 1, got {value:g}")
     return value
+
+
+def grid_spec(text: str) -> str | tuple[int, ...]:
+    """A solver's grid: a spacing's name (solvers.SPACINGS), or timesteps as "999,742,503" (checked against the
+    sampler and the schedule when the model is loaded)."""
+    from ddpm_lessons.solvers import SPACINGS
+
+    if text in SPACINGS:
+        return text
+    try:
+        return tuple(int(t) for t in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"must be one of {', '.join(SPACINGS)} or timesteps separated by commas, as 999,742,503,287,120; "
+            f"got {text!r}"
+        ) from None
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -557,6 +574,14 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="a flow model's grid of flow times moved towards the noise by this factor (1: even); default: the "
         "checkpoint record's",
+    )
+    s.add_argument(
+        "--spacing",
+        type=grid_spec,
+        default=None,
+        help="the grid of timesteps of dpmpp-2m, unipc and heun: time, logsnr or karras, or the timesteps "
+        "themselves, largest first, as 999,742,503,287,120 (one per model evaluation of dpmpp-2m and unipc); "
+        "default: the sampler's (time; karras for heun)",
     )
     s.add_argument("--seed", type=nonnegative_int, default=0)
     s.add_argument(

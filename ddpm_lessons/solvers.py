@@ -1,15 +1,16 @@
 """Fast solvers of the probability-flow ODE over any eps-model, and every sampler by name.
 
 Two second-order solvers whose first-order step is DDIM with eta = 0: DPM-Solver++(2M) (Lu et al. 2022)
-and Heun's method (Karras et al. 2022). Their ``steps`` counts model evaluations (a guided evaluation of a
-doubled batch counts once). :func:`sample_in_batches` draws many samples with any of the package's
-samplers, by name (``SAMPLERS``), as the command line's ``sample`` does.
+and Heun's method (Karras et al. 2022); and UniPC (Zhao et al. 2023), a multistep predictor of the same form
+with a corrector that adds one order at no extra model evaluation. Their ``steps`` counts model evaluations (a
+guided evaluation of a doubled batch counts once). :func:`sample_in_batches` draws many samples with any of the
+package's samplers, by name (``SAMPLERS``), as the command line's ``sample`` does.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -54,9 +55,22 @@ def _denoise(model, schedule, x, t, y, guidance, clip_x0):
 SPACINGS = ("time", "logsnr", "karras")  # how a solver spreads its model evaluations over the timesteps
 
 
-def solver_timesteps(schedule: NoiseSchedule, steps: int, spacing: str = "time") -> list[int]:
+def check_grid(timesteps: Sequence[int], steps: int, T: int) -> list[int]:
+    """A grid given as its timesteps: ``steps`` ints, strictly decreasing, in 0..T-1; returned as a list, or a
+    ValueError that says what is wrong with it."""
+    grid = list(timesteps)
+    if len(grid) != steps or not all(isinstance(t, int) and not isinstance(t, bool) for t in grid):
+        raise ValueError(f"the solver visits {steps} timesteps here: give {steps} ints, largest first, got {grid!r}")
+    if any(a <= b for a, b in zip(grid, grid[1:], strict=False)) or not 0 <= grid[-1] <= grid[0] <= T - 1:
+        raise ValueError(f"the timesteps {grid} must fall strictly from at most T-1 = {T - 1} to at least 0; "
+                         f"give them largest first, as {T - 1}, ..., 0")  # fmt: skip
+    return grid
+
+
+def solver_timesteps(schedule: NoiseSchedule, steps: int, spacing: str | Sequence[int] = "time") -> list[int]:
     """The ``steps`` timesteps a solver evaluates the model at, largest first; the step after the last one goes
-    to alpha_bar = 1 (t = -1) with that evaluation's x0_hat.
+    to alpha_bar = 1 (t = -1) with that evaluation's x0_hat. ``spacing`` names a grid, below, or is the timesteps
+    themselves (:func:`check_grid`).
 
     Each grid is steps + 1 points from t = T-1 down to t = 0, spread evenly in its own variable, of which the
     first ``steps`` are evaluated:
@@ -74,10 +88,12 @@ def solver_timesteps(schedule: NoiseSchedule, steps: int, spacing: str = "time")
     (noisier) one moves up by one, so the list is strictly decreasing. With as many evaluations as timesteps, or
     nearly, there is no room to move up: the grid is then DDIM's, evenly over T-1..0 with t = 0 evaluated.
     """
-    if spacing not in SPACINGS:
-        raise ValueError(f"unknown spacing {spacing!r}; choose one of {', '.join(SPACINGS)}")
     T = schedule.T
     _check_steps(T, steps, "solver_timesteps")
+    if not isinstance(spacing, str):
+        return check_grid(spacing, steps, T)
+    if spacing not in SPACINGS:
+        raise ValueError(f"unknown spacing {spacing!r}; choose one of {', '.join(SPACINGS)}, or give the timesteps")
     lam = 0.5 * (schedule.alpha_bar.log() - (1 - schedule.alpha_bar).log())  # lambda_t, increasing as t falls
     if spacing == "time":
         ts = torch.linspace(T - 1, 0, steps + 1, dtype=torch.float64)[:-1].round().long().tolist()
@@ -102,6 +118,16 @@ def _alpha_sigma(schedule: NoiseSchedule, t: int) -> tuple[float, float]:
     return alpha_bar**0.5, (1.0 - alpha_bar) ** 0.5
 
 
+def _check_multistep(schedule, t, t_prev, x0_hat_last, t_last, caller) -> None:
+    if not -1 <= t_prev < t:
+        raise ValueError(f"{caller} goes backwards: need -1 <= t_prev < t, got t={t}, t_prev={t_prev}")
+    if (x0_hat_last is None) != (t_last is None):
+        raise ValueError(f"{caller}: pass both x0_hat_last and t_last (second order) or neither (first order)")
+    if t_last is not None and not t < t_last < schedule.T:
+        raise ValueError(f"{caller}: the last evaluation comes before this one: need t < t_last < T, got "
+                         f"t={t}, t_last={t_last}")  # fmt: skip
+
+
 def dpmpp_2m_step(
     schedule: NoiseSchedule,
     xt: torch.Tensor,
@@ -121,13 +147,7 @@ def dpmpp_2m_step(
     infinite): the step is first order there and returns x0_hat. xt, x0_hat, x0_hat_last: (B, C, H, W);
     x0_hat is the (possibly clipped) data prediction at (xt, t). Returns x_{t'} (B, C, H, W).
     """
-    if not -1 <= t_prev < t:
-        raise ValueError(f"dpmpp_2m_step goes backwards: need -1 <= t_prev < t, got t={t}, t_prev={t_prev}")
-    if (x0_hat_last is None) != (t_last is None):
-        raise ValueError("dpmpp_2m_step: pass both x0_hat_last and t_last (second order) or neither (first order)")
-    if t_last is not None and not t < t_last < schedule.T:
-        raise ValueError(f"dpmpp_2m_step: the last evaluation comes before this one: need t < t_last < T, got "
-                         f"t={t}, t_last={t_last}")  # fmt: skip
+    _check_multistep(schedule, t, t_prev, x0_hat_last, t_last, "dpmpp_2m_step")
     if t_prev == -1:
         return x0_hat  # lambda -> infinity: e^{-h} = 0, sigma_{t'} = 0, alpha_{t'} = 1
     alpha_t, sigma_t = _alpha_sigma(schedule, t)
@@ -139,6 +159,97 @@ def dpmpp_2m_step(
         r = (math.log(alpha_t / sigma_t) - math.log(alpha_last / sigma_last)) / h  # Alg. 2: r_i = h_{i-1} / h_i
         D = (1 + 1 / (2 * r)) * x0_hat - 1 / (2 * r) * x0_hat_last  # Alg. 2: D_i
     return sigma_prev / sigma_t * xt - alpha_prev * math.expm1(-h) * D  # Alg. 2: x_{t_i}
+
+
+def phi(k: int, z: float) -> float:
+    """phi_k(z) = int_0^1 e^{(1 - u) z} u^{k-1} / (k-1)! du, the weights of exponential integrators: phi_0(z) = e^z and
+    phi_{k+1}(z) = (phi_k(z) - 1/k!) / z, or the series sum_j z^j / (j + k)! where that recursion cancels (small z)."""
+    if abs(z) < 0.5:
+        return sum(z**j / math.factorial(j + k) for j in range(20))
+    value = math.exp(z)
+    for i in range(k):
+        value = (value - 1 / math.factorial(i)) / z
+    return value
+
+
+B_FUNCTIONS = ("h", "expm1")  # UniC's B(h) with z = -h: "h" is B = z (bh1), "expm1" is B = e^z - 1 (bh2)
+
+
+def unic_step(
+    schedule: NoiseSchedule,
+    x_s: torch.Tensor,
+    x0_hat_s: torch.Tensor,
+    t_s: int,
+    t: int,
+    x0_hat_t: torch.Tensor,
+    x0_hat_last: torch.Tensor | None = None,
+    t_last: int | None = None,
+    b: str = "h",
+) -> torch.Tensor:
+    """The UniC corrector (Zhao et al. 2023, "UniPC", arXiv:2302.04867, Sec. 3.1) in data-prediction form: a
+    better x_t from the previous point x_s (at step t_s > t) once the model has been evaluated at the
+    predictor's x_t, with no further evaluation (the next step reuses that evaluation).
+
+        x_t^c = sigma_t / sigma_s x_s - alpha_t (e^{-h} - 1) x0_hat_s - alpha_t B(h) sum_m a_m D_m,
+
+    h = lambda_t - lambda_s, with the differences D_m = (x0_hat_m - x0_hat_s) / r_m of the data predictions at
+    r_m = (lambda_m - lambda_s) / h: the one at t (r = 1) and, given x0_hat_last at t_last > t_s, the one before.
+    With both, the weights a solve the order conditions sum_m a_m r_m^(i-1) = i! z phi_{i+1}(z) / B(h), i = 1, 2,
+    z = -h (Zhao et al., Sec. 3.1, with the phi of :func:`phi`), and the corrected step is third order where the
+    predictor's is second; with the one at t alone, a = 1/2 (the trapezoidal rule; the UniPC authors' choice for the
+    first step). ``b``: B(h) = z ("h", their bh1) or e^z - 1 ("expm1", bh2). All tensors (B, C, H, W).
+    """
+    if b not in B_FUNCTIONS:
+        raise ValueError(f"unic_step: unknown B(h) {b!r}; choose one of {', '.join(B_FUNCTIONS)}")
+    if not 0 <= t < t_s or (t_last is not None and not t_s < t_last < schedule.T):
+        raise ValueError(f"unic_step goes backwards: need 0 <= t < t_s < t_last < T, got t={t}, t_s={t_s}, "
+                         f"t_last={t_last}")  # fmt: skip
+    if (x0_hat_last is None) != (t_last is None):
+        raise ValueError("unic_step: pass both x0_hat_last and t_last (second order) or neither (first order)")
+    alpha_t, sigma_t = _alpha_sigma(schedule, t)
+    alpha_s, sigma_s = _alpha_sigma(schedule, t_s)
+    lam_s = math.log(alpha_s / sigma_s)
+    h = math.log(alpha_t / sigma_t) - lam_s
+    z = -h
+    B = z if b == "h" else math.expm1(z)
+    D_t = x0_hat_t - x0_hat_s  # r = 1
+    if x0_hat_last is None:
+        correction = 0.5 * D_t
+    else:
+        alpha_l, sigma_l = _alpha_sigma(schedule, t_last)
+        r = (math.log(alpha_l / sigma_l) - lam_s) / h  # < 0: the last evaluation lies before t_s
+        g1, g2 = z * phi(2, z) / B, 2 * z * phi(3, z) / B  # the right-hand sides of the order conditions
+        a_last = (g1 - g2) / (1 - r)  # a_last + a_t = g1 and r a_last + a_t = g2
+        correction = a_last * (x0_hat_last - x0_hat_s) / r + (g1 - a_last) * D_t
+    return sigma_t / sigma_s * x_s - alpha_t * math.expm1(-h) * x0_hat_s - alpha_t * B * correction
+
+
+def _multistep(model, schedule, shape, steps, y, guidance, clip_x0, generator, device, dtype, x_T, return_trajectory,
+               progress, spacing, name, predict, correct=None):  # fmt: skip
+    """The loop of the multistep solvers: one evaluation per visited timestep, then ``predict`` (a step like
+    :func:`dpmpp_2m_step`) to the next one; with ``correct`` (like :func:`unic_step`), the point each evaluation was
+    made at is first corrected with it. Returns what :func:`sample_dpmpp_2m` returns."""
+    _check_steps(schedule.T, steps, "sample_dpmpp_2m" if correct is None else "sample_unipc")
+    ts = solver_timesteps(schedule, steps, spacing)
+    x = draw_x_T(shape, generator, device, dtype, x_T)
+    trajectory = [x.cpu()] if return_trajectory else None
+    clock = TimeEstimate(f"{name} sampling", len(ts), unit="network call")
+    last, before_last = (None, None), (None, None)  # (x0_hat, t) of the previous two evaluations
+    x_before = None  # the point the previous step started from
+    for i, t in enumerate(progress_bar(ts, desc=name, disable=not progress, transient=True)):
+        t_prev = ts[i + 1] if i + 1 < len(ts) else -1
+        x0_hat, _ = _denoise(model, schedule, x, t, y, guidance, clip_x0)
+        clock.tick()
+        if correct is not None and i > 0:  # the predicted x_t, corrected with the evaluation just made there
+            x = correct(schedule, x_before, last[0], last[1], t, x0_hat, *before_last)
+            if trajectory is not None:
+                trajectory[-1] = x.cpu()
+        x_before, before_last = x, last
+        x = predict(schedule, x, x0_hat, t, t_prev, *last)
+        last = (x0_hat, t)
+        if trajectory is not None:
+            trajectory.append(x.cpu())
+    return (x, trajectory) if return_trajectory else x
 
 
 @torch.no_grad()
@@ -156,7 +267,7 @@ def sample_dpmpp_2m(
     x_T: torch.Tensor | None = None,
     return_trajectory: bool = False,
     progress: bool = False,
-    spacing: str = "time",
+    spacing: str | Sequence[int] = "time",
 ):
     """DPM-Solver++(2M), Alg. 2 of Lu et al. 2022: a second-order multistep solver of the probability-flow ODE.
 
@@ -165,28 +276,89 @@ def sample_dpmpp_2m(
     It visits the timesteps of :func:`solver_timesteps`, one model evaluation each (a guided evaluation is one
     call on a doubled batch), and reuses the previous evaluation's x0_hat for the second order. ``spacing``:
     even in t by default, the grid with the lowest Frechet distance on the shipped digits model at 5 and 10
-    evaluations (benchmarks/README.md, "Few model evaluations"); on Gaussian data, where the ODE's solution is
-    known, "logsnr" is far more accurate at few evaluations (tests/test_solvers.py). The first step has no
+    evaluations of the named ones (benchmarks/README.md, "Few model evaluations"); on Gaussian data, where the
+    ODE's solution is known, "logsnr" is far more accurate at few evaluations (tests/test_solvers.py); or the
+    timesteps themselves, ``steps`` of them, largest first (a grid chosen for one model). The first step has no
     previous evaluation and the last one goes to alpha_bar = 1, so both are first order, the DDIM step with
     eta = 0. Deterministic given x_T; ``generator`` draws x_T only. ``clip_x0``
     clips each x0_hat to [-1, 1] (the "thresholding" the paper pairs with the data prediction).
     Arguments and return value as :func:`sample_ddim`; the trajectory has steps + 1 entries.
     """
-    _check_steps(schedule.T, steps, "sample_dpmpp_2m")
-    ts = solver_timesteps(schedule, steps, spacing)
-    x = draw_x_T(shape, generator, device, dtype, x_T)
-    trajectory = [x.cpu()] if return_trajectory else None
-    clock = TimeEstimate("DPM-Solver++(2M) sampling", len(ts), unit="network call")
-    last = (None, None)  # (x0_hat, t) of the previous evaluation
-    for i, t in enumerate(progress_bar(ts, desc="DPM-Solver++(2M)", disable=not progress, transient=True)):
-        t_prev = ts[i + 1] if i + 1 < len(ts) else -1
-        x0_hat, _ = _denoise(model, schedule, x, t, y, guidance, clip_x0)
-        clock.tick()
-        x = dpmpp_2m_step(schedule, x, x0_hat, t, t_prev, *last)
-        last = (x0_hat, t)
-        if trajectory is not None:
-            trajectory.append(x.cpu())
-    return (x, trajectory) if return_trajectory else x
+    return _multistep(model, schedule, shape, steps, y, guidance, clip_x0, generator, device, dtype, x_T,
+                      return_trajectory, progress, spacing, "DPM-Solver++(2M)", dpmpp_2m_step)  # fmt: skip
+
+
+def unip_step(
+    schedule: NoiseSchedule,
+    xt: torch.Tensor,
+    x0_hat: torch.Tensor,
+    t: int,
+    t_prev: int,
+    x0_hat_last: torch.Tensor | None = None,
+    t_last: int | None = None,
+    b: str = "h",
+) -> torch.Tensor:
+    """One step of the UniP-2 predictor (Zhao et al. 2023, Sec. 3.2) in data-prediction form, from t to t_prev < t:
+
+        x_{t'} = sigma_{t'} / sigma_t x_t - alpha_{t'} (e^{-h} - 1) x0_hat - alpha_{t'} B(h) D / 2,
+
+    h = lambda_{t'} - lambda_t, D = (x0_hat_last - x0_hat) / r, r = (lambda_{t_last} - lambda_t) / h < 0; without
+    a last evaluation, and to t_prev = -1, the DDIM step with eta = 0 (as :func:`dpmpp_2m_step`). With B(h) = e^{-h}
+    - 1 (``b="expm1"``) this is the step of DPM-Solver++(2M) (checked in tests/test_solvers.py); UniPC's default is
+    B(h) = -h (``b="h"``). Arguments as :func:`dpmpp_2m_step`."""
+    if b not in B_FUNCTIONS:
+        raise ValueError(f"unip_step: unknown B(h) {b!r}; choose one of {', '.join(B_FUNCTIONS)}")
+    _check_multistep(schedule, t, t_prev, x0_hat_last, t_last, "unip_step")
+    if x0_hat_last is None or t_prev == -1:
+        return dpmpp_2m_step(schedule, xt, x0_hat, t, t_prev)  # first order: the DDIM step, or x0_hat at the end
+    alpha_t, sigma_t = _alpha_sigma(schedule, t)
+    alpha_prev, sigma_prev = _alpha_sigma(schedule, t_prev)
+    alpha_last, sigma_last = _alpha_sigma(schedule, t_last)
+    lam_t = math.log(alpha_t / sigma_t)
+    h = math.log(alpha_prev / sigma_prev) - lam_t
+    r = (math.log(alpha_last / sigma_last) - lam_t) / h
+    B = -h if b == "h" else math.expm1(-h)
+    D = (x0_hat_last - x0_hat) / r
+    return sigma_prev / sigma_t * xt - alpha_prev * math.expm1(-h) * x0_hat - alpha_prev * B * D / 2
+
+
+@torch.no_grad()
+def sample_unipc(
+    model: Callable[..., torch.Tensor],
+    schedule: NoiseSchedule,
+    shape: tuple[int, ...],
+    steps: int = 20,
+    y: torch.Tensor | None = None,
+    guidance: float = 0.0,
+    clip_x0: bool = True,
+    generator: torch.Generator | None = None,
+    device: torch.device | str = "cpu",
+    dtype: torch.dtype = torch.float32,
+    x_T: torch.Tensor | None = None,
+    return_trajectory: bool = False,
+    progress: bool = False,
+    spacing: str | Sequence[int] = "time",
+    b: str = "h",
+):
+    """UniPC (Zhao et al. 2023) of order 2: the UniP-2 predictor (:func:`unip_step`), and after each step but the
+    last, the UniC corrector (:func:`unic_step`), which corrects the point reached with the evaluation made there;
+    the next step then uses that evaluation as it is, so the corrector costs no evaluation and adds one order (3
+    instead of 2 on Gaussian data, tests/test_solvers.py). With ``b="expm1"`` the predictor is DPM-Solver++(2M);
+    the default, B(h) = -h, is UniPC's "bh1". The last evaluation's x0_hat is the sample, as in
+    :func:`sample_dpmpp_2m`, whose arguments and return value these are (the trajectory holds each visited point
+    as corrected).
+    """
+    if b not in B_FUNCTIONS:
+        raise ValueError(f"sample_unipc: unknown B(h) {b!r}; choose one of {', '.join(B_FUNCTIONS)}")
+
+    def predict(*args):
+        return unip_step(*args, b=b)
+
+    def correct(*args):
+        return unic_step(*args, b=b)
+
+    return _multistep(model, schedule, shape, steps, y, guidance, clip_x0, generator, device, dtype, x_T,
+                      return_trajectory, progress, spacing, "UniPC", predict, correct)  # fmt: skip
 
 
 def heun_timesteps(schedule: NoiseSchedule, steps: int, spacing: str = "karras") -> tuple[list[int], int]:
@@ -259,11 +431,12 @@ def sample_heun(
     return (x_hat, trajectory) if return_trajectory else x_hat  # alpha = 1 at sigma = 0: x_hat is x_0
 
 
-SAMPLERS = ("ddpm", "ddim", "dpmpp-2m", "heun", "euler")  # what sample_in_batches (and `sample --sampler`) accepts
+SAMPLERS = ("ddpm", "ddim", "dpmpp-2m", "unipc", "heun", "euler")  # what sample_in_batches (`sample --sampler`) takes
 # Which samplers fit a model trained with each objective. An eps, x0 or v network is turned into an eps-model
 # (objectives.as_eps_model) and solves the schedule's reverse process; a flow network's ODE runs over s in [0, 1]
 # (flow.sample_flow), where "heun" is Heun's method on that ODE.
-SAMPLERS_FOR = {"eps": SAMPLERS[:4], "x0": SAMPLERS[:4], "v": SAMPLERS[:4], "flow": ("euler", "heun")}
+SAMPLERS_FOR = {"eps": SAMPLERS[:5], "x0": SAMPLERS[:5], "v": SAMPLERS[:5], "flow": ("euler", "heun")}
+GRIDDED = ("dpmpp-2m", "unipc", "heun")  # the samplers whose grid of timesteps ``spacing`` chooses
 
 
 @dataclass(frozen=True)
@@ -354,9 +527,11 @@ def sample_in_batches(
     Args:
         image_shape: (C, H, W) of one sample. labels: (n,) condition per sample, or None.
         sampler: "ddpm" (T network calls), "ddim" (``steps`` calls, ``eta`` as in ``samplers.sample_ddim``),
-            "dpmpp-2m" or "heun" (``steps`` model evaluations; deterministic given x_T, ``eta`` unused); for a
-            flow model "euler" or "heun" over the flow time (``steps`` model evaluations).
-        spacing: the timestep spacing of "dpmpp-2m" and "heun" (``SPACINGS``; None: each solver's default).
+            "dpmpp-2m", "unipc" (UniPC of order 2, ``sample_unipc``) or "heun" (``steps`` model
+            evaluations; deterministic given x_T, ``eta`` unused); for a flow model "euler" or "heun" over the
+            flow time (``steps`` model evaluations).
+        spacing: the grid of "dpmpp-2m", "unipc" and "heun": one of ``SPACINGS`` or the timesteps themselves
+            (``steps`` of them for "dpmpp-2m" and "unipc", largest first); None: each solver's default.
         shift: a flow model's grid of flow times moved towards the noise (``flow.shift_flow_time``; 1: even).
         precision: "fp32", or "bf16" to run the network (not the sampler's arithmetic) in bfloat16 under
             ``torch.autocast``: on a CPU with AVX512-BF16 about twice as fast, with the same accuracy and Frechet
@@ -367,9 +542,9 @@ def sample_in_batches(
         (n, C, H, W) float samples in [-1, 1] on the CPU.
     """
     check_sampler(sampler, objective)
-    if spacing is not None and sampler not in ("dpmpp-2m", "heun"):
-        raise ValueError(f"spacing={spacing!r} applies to the dpmpp-2m and heun samplers of an eps, x0 or v model "
-                         f"only; drop it for {sampler!r}")  # fmt: skip
+    if spacing is not None and (sampler not in GRIDDED or objective == "flow"):
+        raise ValueError(f"spacing={spacing!r} applies to the {', '.join(GRIDDED)} samplers of an eps, x0 or v "
+                         f"model only; drop it for {sampler!r}")  # fmt: skip
     grid = {} if spacing is None else {"spacing": spacing}
     check_shift(shift, objective)
     if precision not in PRECISIONS:
@@ -395,6 +570,8 @@ def sample_in_batches(
             x = sample_ddim(model, schedule, shape, steps=steps, eta=eta, **common)
         elif sampler == "dpmpp-2m":
             x = sample_dpmpp_2m(model, schedule, shape, steps=steps, **common, **grid)
+        elif sampler == "unipc":
+            x = sample_unipc(model, schedule, shape, steps=steps, **common, **grid)
         else:
             x = sample_heun(model, schedule, shape, steps=steps, **common, **grid)
         chunks.append(x.cpu())

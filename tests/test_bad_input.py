@@ -58,6 +58,10 @@ BAD_ARGUMENTS = [
     (["sample", "--checkpoint", "m.safetensors", "--batch-size", "0"], "argument --batch-size: must be at least 1"),
     (["sample", "--checkpoint", "m.safetensors", "--sampler", "rk4"], "argument --sampler: invalid choice: 'rk4'"),
     (
+        ["sample", "--checkpoint", "m.safetensors", "--spacing", "even"],
+        "argument --spacing: must be one of time, logsnr, karras or timesteps separated by commas",
+    ),
+    (
         ["sample", "--checkpoint", "m.safetensors", "--precision", "fp16"],
         "argument --precision: invalid choice: 'fp16'",
     ),
@@ -178,11 +182,25 @@ BAD_FILES_AND_COMBINATIONS = [
     ),
     (
         ["sample", "--checkpoint", "{root}/run/model.safetensors", "--sampler", "euler"],
-        "sampler 'euler' does not fit a model trained with objective 'eps'; use one of ddpm, ddim, dpmpp-2m, heun",
+        "sampler 'euler' does not fit a model trained with objective 'eps'; use one of ddpm, ddim, dpmpp-2m, unipc, heun",
     ),
     (
         ["sample", "--checkpoint", "{root}/flow/model.safetensors", "--sampler", "ddim"],
         "sampler 'ddim' does not fit a model trained with objective 'flow'; use one of euler, heun",
+    ),
+    (
+        ["sample", "--checkpoint", "{root}/run/model.safetensors", "--sampler", "unipc", "--steps", "3", "--spacing",
+         "900,500"],
+        "the solver visits 3 timesteps here: give 3 ints",
+    ),  # fmt: skip
+    (
+        ["sample", "--checkpoint", "{root}/run/model.safetensors", "--sampler", "dpmpp-2m", "--steps", "3",
+         "--spacing", "500,900,100"],
+        "must fall strictly from at most T-1",
+    ),  # fmt: skip
+    (
+        ["sample", "--checkpoint", "{root}/run/model.safetensors", "--sampler", "ddim", "--spacing", "logsnr"],
+        "applies to the dpmpp-2m, unipc, heun samplers",
     ),
     (
         ["sample", "--checkpoint", "{root}/run/model.safetensors", "--shift", "2"],

@@ -13,7 +13,7 @@ from ddpm_lessons.samplers import (
     sample_ddpm,
 )
 from ddpm_lessons.schedules import NoiseSchedule
-from ddpm_lessons.solvers import sample_dpmpp_2m, sample_heun, sample_in_batches
+from ddpm_lessons.solvers import sample_dpmpp_2m, sample_heun, sample_in_batches, sample_unipc
 
 MU, STD = 0.3, 0.5  # data: every pixel ~ N(MU, STD^2), independent
 
@@ -155,7 +155,7 @@ def test_ddim_step_to_the_end_returns_the_predicted_x0_and_refuses_to_go_forward
         ddim_step(s, xt, eps, 40, 40)
 
 
-@pytest.mark.parametrize("sampler", ["ddpm", "ddim", "dpmpp-2m", "heun"])
+@pytest.mark.parametrize("sampler", ["ddpm", "ddim", "dpmpp-2m", "unipc", "heun"])
 def test_sampling_in_batches_is_the_same_draw_as_batch_by_batch_by_hand(sampler):
     s = NoiseSchedule.make("linear", 20)
     model = gaussian_eps(s)
@@ -166,13 +166,14 @@ def test_sampling_in_batches_is_the_same_draw_as_batch_by_batch_by_hand(sampler)
         "ddpm": lambda b: sample_ddpm(model, s, (b, 1, 2, 2), generator=g),
         "ddim": lambda b: sample_ddim(model, s, (b, 1, 2, 2), steps=4, generator=g),
         "dpmpp-2m": lambda b: sample_dpmpp_2m(model, s, (b, 1, 2, 2), steps=4, generator=g),
+        "unipc": lambda b: sample_unipc(model, s, (b, 1, 2, 2), steps=4, generator=g),
         "heun": lambda b: sample_heun(model, s, (b, 1, 2, 2), steps=4, generator=g),
     }[sampler]
     by_hand = [one_batch(b) for b in (2, 2, 1)]
     assert got.shape == (5, 1, 2, 2) and torch.equal(got, torch.cat(by_hand))
     with pytest.raises(ValueError, match="3 labels for n=5 samples"):
         sample_in_batches(model, s, 5, (1, 2, 2), labels=torch.zeros(3, dtype=torch.long))
-    with pytest.raises(ValueError, match="unknown sampler 'rk4'; choose one of ddpm, ddim, dpmpp-2m, heun, euler"):
+    with pytest.raises(ValueError, match="unknown sampler 'rk4'; choose one of ddpm, ddim, dpmpp-2m, unipc, heun, euler"):
         sample_in_batches(model, s, 5, (1, 2, 2), sampler="rk4")
     with pytest.raises(ValueError, match="sampler 'euler' does not fit a model trained with objective 'eps'"):
         sample_in_batches(model, s, 5, (1, 2, 2), sampler="euler")
