@@ -12,9 +12,10 @@ guidance w (one call on a doubled batch per evaluation), drawn 100 at a time fro
 ``solvers.sample_in_batches`` (what ``sample --sampler ... --steps K`` runs), then conditional accuracy, the
 Frechet distance to the 2,000 held-out bundled digits and the real-vs-real floor at the same n (mean of 10
 draws of n real training digits, each with the samples' class mix: n / 10 of each digit). A grid after a colon is
-a name (``solvers.SPACINGS``) or the timesteps themselves, K of them, largest first. With several ``--seeds`` each
-row is the mean over them, and the distance at each seed follows. Prints one line per row and the machine; the
-model loads once, and the seconds count sampling only (at the first seed).
+a name (``solvers.SPACINGS``) or the timesteps themselves, largest first (that row runs only at as many
+evaluations as it has timesteps). With several ``--seeds`` each row is the mean over them, and the distance at each
+seed follows. Prints one line per row and the machine; the model loads once, and the seconds count sampling only
+(at the first seed).
 """
 
 from __future__ import annotations
@@ -83,9 +84,9 @@ def main() -> None:
         if spacing is not None and (sampler not in DEFAULT_SPACING or unknown):
             p.error(f"{sampler}:{spacing}: only {', '.join(DEFAULT_SPACING)} take a grid, one of {', '.join(SPACINGS)} "
                     "or the timesteps, as 999,742,503")  # fmt: skip
-        if isinstance(spacing, tuple) and (sampler == "heun" or any(k != len(spacing) for k in args.evals)):
+        if isinstance(spacing, tuple) and (sampler == "heun" or len(spacing) not in args.evals):
             p.error(f"{sampler}:{','.join(map(str, spacing))}: a grid of {len(spacing)} timesteps fits dpmpp-2m and "
-                    f"unipc at --evals {len(spacing)} only")  # fmt: skip
+                    f"unipc with {len(spacing)} evaluations; add {len(spacing)} to --evals")  # fmt: skip
     model, schedule, record = load_pretrained(name=args.model)
     objective = objective_of(record)
     labels = torch.arange(args.n) % 10
@@ -102,6 +103,8 @@ def main() -> None:
             "frechet_distance_real_vs_real_sd", "frechet_ratio")  # fmt: skip
     for sampler, spacing in rows:
         for evals in args.evals:
+            if isinstance(spacing, tuple) and evals != len(spacing):
+                continue  # a grid of its own timesteps runs at its own number of evaluations only
             per_seed = []
             for seed in args.seeds:
                 start = time.perf_counter()

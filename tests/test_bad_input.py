@@ -18,6 +18,7 @@ from ddpm_lessons.cli import main
 NET = ["--base-channels", "8", "--channel-mults", "1", "2", "--attention", "14", "--batch-size", "8"]
 QUIET = ["--source", "bundled", "--no-progress"]
 TINY = [*NET, *QUIET]
+RUN = "{root}/run/model.safetensors"  # the small eps model the fixture trains
 
 # (arguments, what stderr must say). Each is refused by argparse with exit status 2.
 BAD_ARGUMENTS = [
@@ -189,15 +190,13 @@ BAD_FILES_AND_COMBINATIONS = [
         "sampler 'ddim' does not fit a model trained with objective 'flow'; use one of euler, heun",
     ),
     (
-        ["sample", "--checkpoint", "{root}/run/model.safetensors", "--sampler", "unipc", "--steps", "3", "--spacing",
-         "900,500"],
+        ["sample", "--checkpoint", RUN, "--sampler", "unipc", "--steps", "3", "--spacing", "900,500"],
         "the solver visits 3 timesteps here: give 3 ints",
-    ),  # fmt: skip
+    ),
     (
-        ["sample", "--checkpoint", "{root}/run/model.safetensors", "--sampler", "dpmpp-2m", "--steps", "3",
-         "--spacing", "500,900,100"],
+        ["sample", "--checkpoint", RUN, "--sampler", "dpmpp-2m", "--steps", "3", "--spacing", "500,900,100"],
         "must fall strictly from at most T-1",
-    ),  # fmt: skip
+    ),
     (
         ["sample", "--checkpoint", "{root}/run/model.safetensors", "--sampler", "ddim", "--spacing", "logsnr"],
         "applies to the dpmpp-2m, unipc, heun samplers",

@@ -173,7 +173,9 @@ def test_sampling_in_batches_is_the_same_draw_as_batch_by_batch_by_hand(sampler)
     assert got.shape == (5, 1, 2, 2) and torch.equal(got, torch.cat(by_hand))
     with pytest.raises(ValueError, match="3 labels for n=5 samples"):
         sample_in_batches(model, s, 5, (1, 2, 2), labels=torch.zeros(3, dtype=torch.long))
-    with pytest.raises(ValueError, match="unknown sampler 'rk4'; choose one of ddpm, ddim, dpmpp-2m, unipc, heun, euler"):
+    with pytest.raises(
+        ValueError, match="unknown sampler 'rk4'; choose one of ddpm, ddim, dpmpp-2m, unipc, heun, euler"
+    ):
         sample_in_batches(model, s, 5, (1, 2, 2), sampler="rk4")
     with pytest.raises(ValueError, match="sampler 'euler' does not fit a model trained with objective 'eps'"):
         sample_in_batches(model, s, 5, (1, 2, 2), sampler="euler")
