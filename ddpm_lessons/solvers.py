@@ -304,8 +304,8 @@ def unip_step(
 
     h = lambda_{t'} - lambda_t, D = (x0_hat_last - x0_hat) / r, r = (lambda_{t_last} - lambda_t) / h < 0; without
     a last evaluation, and to t_prev = -1, the DDIM step with eta = 0 (as :func:`dpmpp_2m_step`). With B(h) = e^{-h}
-    - 1 (``b="expm1"``) this is the step of DPM-Solver++(2M) (checked in tests/test_solvers.py); UniPC's default is
-    B(h) = -h (``b="h"``). Arguments as :func:`dpmpp_2m_step`."""
+    - 1 (``b="expm1"``) this is the step of DPM-Solver++(2M) (checked in tests/test_solvers.py); the UniPC authors'
+    code defaults to B(h) = -h (``b="h"``). Arguments as :func:`dpmpp_2m_step`."""
     if b not in B_FUNCTIONS:
         raise ValueError(f"unip_step: unknown B(h) {b!r}; choose one of {', '.join(B_FUNCTIONS)}")
     _check_multistep(schedule, t, t_prev, x0_hat_last, t_last, "unip_step")
@@ -344,7 +344,8 @@ def sample_unipc(
     last, the UniC corrector (:func:`unic_step`), which corrects the point reached with the evaluation made there;
     the next step then uses that evaluation as it is, so the corrector costs no evaluation and adds one order (3
     instead of 2 on Gaussian data, tests/test_solvers.py). With ``b="expm1"`` the predictor is DPM-Solver++(2M);
-    the default, B(h) = -h, is UniPC's "bh1". The last evaluation's x0_hat is the sample, as in
+    the default, B(h) = -h, is "bh1", the default of the UniPC authors' code. The last evaluation's x0_hat is the
+    sample, as in
     :func:`sample_dpmpp_2m`, whose arguments and return value these are (the trajectory holds each visited point
     as corrected).
     """
@@ -527,9 +528,9 @@ def sample_in_batches(
     Args:
         image_shape: (C, H, W) of one sample. labels: (n,) condition per sample, or None.
         sampler: "ddpm" (T network calls), "ddim" (``steps`` calls, ``eta`` as in ``samplers.sample_ddim``),
-            "dpmpp-2m", "unipc" (UniPC of order 2, ``sample_unipc``) or "heun" (``steps`` model
-            evaluations; deterministic given x_T, ``eta`` unused); for a flow model "euler" or "heun" over the
-            flow time (``steps`` model evaluations).
+            "dpmpp-2m", "unipc" (``sample_unipc``: a second-order predictor, third order with its corrector) or
+            "heun" (``steps`` model evaluations; deterministic given x_T, ``eta`` unused); for a flow model "euler"
+            or "heun" over the flow time (``steps`` model evaluations).
         spacing: the grid of "dpmpp-2m", "unipc" and "heun": one of ``SPACINGS`` or the timesteps themselves
             (``steps`` of them for "dpmpp-2m" and "unipc", largest first); None: each solver's default.
         shift: a flow model's grid of flow times moved towards the noise (``flow.shift_flow_time``; 1: even).
