@@ -362,14 +362,16 @@ def sample_unipc(
                       return_trajectory, progress, spacing, "UniPC", predict, correct)  # fmt: skip
 
 
-def heun_timesteps(schedule: NoiseSchedule, steps: int, spacing: str = "karras") -> tuple[list[int], int]:
+def heun_timesteps(
+    schedule: NoiseSchedule, steps: int, spacing: str | Sequence[int] = "karras"
+) -> tuple[list[int], int]:
     """The grid of :func:`sample_heun` for ``steps`` model evaluations, and how many of its steps are Heun steps.
 
     N steps of Karras et al.'s Alg. 1 over sigma_0 > ... > sigma_{N-1} > sigma_N = 0 cost 2N - 1 evaluations:
     two per Heun step and one for the last step, which is Euler because sigma_N = 0. So ``steps`` = 2N - 1
     evaluations visit N = (steps + 1) / 2 timesteps of :func:`solver_timesteps` (Karras et al.'s rho = 7 spacing
-    by default); an even ``steps`` visits
-    steps / 2 + 1 of them and makes the first step Euler too (at high noise the path is nearly straight).
+    by default, or the N timesteps given as ``spacing``); an even ``steps`` visits steps / 2 + 1 of them and makes
+    the first step Euler too (at high noise the path is nearly straight).
     Returns (the visited timesteps, largest first, then -1 for sigma = 0; the number of Heun steps).
     """
     _check_steps(schedule.T, steps, "heun_timesteps")
@@ -392,7 +394,7 @@ def sample_heun(
     x_T: torch.Tensor | None = None,
     return_trajectory: bool = False,
     progress: bool = False,
-    spacing: str = "karras",
+    spacing: str | Sequence[int] = "karras",
 ):
     """Heun's second-order method on the probability-flow ODE, Alg. 1 of Karras et al. 2022 (S_churn = 0).
 

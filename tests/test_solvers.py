@@ -457,6 +457,10 @@ def test_a_grid_given_as_timesteps():
         run = functools.partial(sampler, model, s, x_T.shape, steps=5, x_T=x_T, dtype=torch.float64)
         assert torch.equal(run(spacing="logsnr"), run(spacing=named))
     assert check_grid([99, 70, 41, 12], 4, 100) == [99, 70, 41, 12]
+    visited = solver_timesteps(s, 3, "karras")  # Heun with 5 evaluations visits 3 timesteps
+    assert heun_timesteps(s, 5, visited) == heun_timesteps(s, 5, "karras")
+    heun = functools.partial(sample_heun, model, s, x_T.shape, steps=5, x_T=x_T, dtype=torch.float64)
+    assert torch.equal(heun(spacing=visited), heun())
     with pytest.raises(ValueError, match="visits 5 timesteps here: give 5 ints"):
         solver_timesteps(s, 5, [99, 50, 10])
     with pytest.raises(ValueError, match="give 3 ints"):
