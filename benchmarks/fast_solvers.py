@@ -4,7 +4,7 @@ the samples on this machine.
 
     .venv/bin/python benchmarks/fast_solvers.py --n 2000 --evals 5 10 --guidance 0.2
     .venv/bin/python benchmarks/fast_solvers.py --samplers dpmpp-2m dpmpp-2m:logsnr unipc --evals 5 10
-    .venv/bin/python benchmarks/fast_solvers.py --samplers unipc:999,742,503,287,120 --evals 5 --seeds 0 1 2 3 4
+    .venv/bin/python benchmarks/fast_solvers.py --samplers unipc:999,701,441,229,100 --evals 5 --seeds 0 1 2 3 4
     .venv/bin/python benchmarks/fast_solvers.py --model mnist_flow --samplers euler heun --evals 5 10 20
 
 For each sampler and number of model evaluations K: n samples (n / 10 of each digit) with classifier-free
@@ -64,7 +64,7 @@ def main() -> None:
     p.add_argument("--evals", type=int, nargs="+", default=[5, 10])
     p.add_argument("--samplers", nargs="+", default=["ddim", "dpmpp-2m", "heun"],
                    help="samplers; dpmpp-2m, unipc and heun take a grid after a colon, as in dpmpp-2m:logsnr or "
-                        "unipc:999,742,503,287,120")  # fmt: skip
+                        "unipc:999,701,441,229,100")  # fmt: skip
     p.add_argument(
         "--spacings",
         nargs="+",

@@ -405,7 +405,7 @@ def grid_spec(text: str) -> str | tuple[int, ...]:
         return tuple(int(t) for t in text.split(","))
     except ValueError:
         raise argparse.ArgumentTypeError(
-            f"must be one of {', '.join(SPACINGS)} or timesteps separated by commas, as 999,742,503,287,120; "
+            f"must be one of {', '.join(SPACINGS)} or timesteps separated by commas, as 999,701,441,229,100; "
             f"got {text!r}"
         ) from None
 
@@ -580,7 +580,7 @@ def build_parser() -> argparse.ArgumentParser:
         type=grid_spec,
         default=None,
         help="the grid of timesteps of dpmpp-2m, unipc and heun: time, logsnr or karras, or the timesteps "
-        "themselves, largest first, as 999,742,503,287,120 (one per model evaluation of dpmpp-2m and unipc); "
+        "themselves, largest first, as 999,701,441,229,100 (one per model evaluation of dpmpp-2m and unipc); "
         "default: the sampler's (time; karras for heun)",
     )
     s.add_argument("--seed", type=nonnegative_int, default=0)
