@@ -42,19 +42,10 @@ from ddpm_lessons.solvers import (
     sample_in_batches,
     sample_unipc,
 )
+from ddpm_lessons.solvers import parse_grid as solver_grid
 
 GRIDDED = {"dpmpp-2m": sample_dpmpp_2m, "unipc": sample_unipc, "heun": sample_heun}
 DEFAULT_SPACING = {name: inspect.signature(fn).parameters["spacing"].default for name, fn in GRIDDED.items()}
-
-
-def parse_grid(spec: str | None):
-    """A grid as the command line gives it: None, a name of ``SPACINGS``, or timesteps as "999,742,503"."""
-    if spec is None or spec in SPACINGS:
-        return spec
-    try:
-        return tuple(int(t) for t in spec.split(","))
-    except ValueError:
-        return spec  # an unknown name: refused below with the names
 
 
 def main() -> None:
@@ -68,6 +59,7 @@ def main() -> None:
     p.add_argument(
         "--spacings",
         nargs="+",
+        choices=SPACINGS,
         default=[None],
         help="timestep spacings of dpmpp-2m, unipc and heun to compare (time, logsnr, karras); default: theirs",
     )
@@ -76,14 +68,15 @@ def main() -> None:
     p.add_argument("--precision", choices=PRECISIONS, default="fp32", help="bf16: the network in bfloat16")
     p.add_argument("--json", help="also write the rows, the machine and the command to this JSON file")
     args = p.parse_args()
-    rows = [(name.split(":")[0], parse_grid(name.split(":")[1])) if ":" in name else (name, spacing)
-            for name in args.samplers
-            for spacing in (args.spacings if name in DEFAULT_SPACING else [None])]  # fmt: skip
-    for sampler, spacing in rows:  # before anything is loaded
-        unknown = isinstance(spacing, str) and spacing not in SPACINGS
-        if spacing is not None and (sampler not in DEFAULT_SPACING or unknown):
-            p.error(f"{sampler}:{spacing}: only {', '.join(DEFAULT_SPACING)} take a grid, one of {', '.join(SPACINGS)} "
-                    "or the timesteps, as 999,742,503")  # fmt: skip
+    try:  # before anything is loaded
+        rows = [(name.split(":")[0], solver_grid(name.split(":")[1])) if ":" in name else (name, spacing)
+                for name in args.samplers
+                for spacing in (args.spacings if name in DEFAULT_SPACING else [None])]  # fmt: skip
+    except ValueError as err:
+        p.error(f"a grid after a colon {err}")
+    for sampler, spacing in rows:
+        if spacing is not None and sampler not in DEFAULT_SPACING:
+            p.error(f"{sampler}: only {', '.join(DEFAULT_SPACING)} take a grid")
         if isinstance(spacing, tuple) and (sampler == "heun" or len(spacing) not in args.evals):
             p.error(f"{sampler}:{','.join(map(str, spacing))}: a grid of {len(spacing)} timesteps fits dpmpp-2m and "
                     f"unipc with {len(spacing)} evaluations; add {len(spacing)} to --evals")  # fmt: skip

@@ -395,19 +395,13 @@ def fraction(text: str) -> float:
 
 
 def grid_spec(text: str) -> str | tuple[int, ...]:
-    """A solver's grid: a spacing's name (solvers.SPACINGS), or timesteps as "999,742,503" (checked against the
-    sampler and the schedule when the model is loaded)."""
-    from ddpm_lessons.solvers import SPACINGS
+    """A solver's grid (solvers.parse_grid), checked against the sampler and the schedule when the model is loaded."""
+    from ddpm_lessons.solvers import parse_grid
 
-    if text in SPACINGS:
-        return text
     try:
-        return tuple(int(t) for t in text.split(","))
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"must be one of {', '.join(SPACINGS)} or timesteps separated by commas, as 999,701,441,229,100; "
-            f"got {text!r}"
-        ) from None
+        return parse_grid(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
 
 
 def build_parser() -> argparse.ArgumentParser:

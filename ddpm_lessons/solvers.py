@@ -67,6 +67,18 @@ def check_grid(timesteps: Sequence[int], steps: int, T: int) -> list[int]:
     return grid
 
 
+def parse_grid(text: str) -> str | tuple[int, ...]:
+    """A grid as a command line gives it: a name of ``SPACINGS``, or timesteps as "999,701,441,229,100" (checked by
+    :func:`check_grid` once the sampler and schedule are known); a ValueError that names both forms otherwise."""
+    if text in SPACINGS:
+        return text
+    try:
+        return tuple(int(t) for t in text.split(","))
+    except ValueError:
+        raise ValueError(f"must be one of {', '.join(SPACINGS)} or timesteps separated by commas, as "
+                         f"999,701,441,229,100; got {text!r}") from None  # fmt: skip
+
+
 def solver_timesteps(schedule: NoiseSchedule, steps: int, spacing: str | Sequence[int] = "time") -> list[int]:
     """The ``steps`` timesteps a solver evaluates the model at, largest first; the step after the last one goes
     to alpha_bar = 1 (t = -1) with that evaluation's x0_hat. ``spacing`` names a grid, below, or is the timesteps
@@ -118,6 +130,12 @@ def _alpha_sigma(schedule: NoiseSchedule, t: int) -> tuple[float, float]:
     return alpha_bar**0.5, (1.0 - alpha_bar) ** 0.5
 
 
+def _lambda(schedule: NoiseSchedule, t: int) -> float:
+    """lambda_t = log(alpha_t / sigma_t), half the log-SNR (Lu et al. 2022, Sec. 2); t >= 0."""
+    alpha, sigma = _alpha_sigma(schedule, t)
+    return math.log(alpha / sigma)
+
+
 def _check_multistep(schedule, t, t_prev, x0_hat_last, t_last, caller) -> None:
     if not -1 <= t_prev < t:
         raise ValueError(f"{caller} goes backwards: need -1 <= t_prev < t, got t={t}, t_prev={t_prev}")
@@ -152,17 +170,17 @@ def dpmpp_2m_step(
         return x0_hat  # lambda -> infinity: e^{-h} = 0, sigma_{t'} = 0, alpha_{t'} = 1
     alpha_t, sigma_t = _alpha_sigma(schedule, t)
     alpha_prev, sigma_prev = _alpha_sigma(schedule, t_prev)
-    h = math.log(alpha_prev / sigma_prev) - math.log(alpha_t / sigma_t)  # lambda_{t'} - lambda_t > 0
+    h = _lambda(schedule, t_prev) - _lambda(schedule, t)  # lambda_{t'} - lambda_t > 0
     D = x0_hat
     if x0_hat_last is not None:
-        alpha_last, sigma_last = _alpha_sigma(schedule, t_last)
-        r = (math.log(alpha_t / sigma_t) - math.log(alpha_last / sigma_last)) / h  # Alg. 2: r_i = h_{i-1} / h_i
+        r = (_lambda(schedule, t) - _lambda(schedule, t_last)) / h  # Alg. 2: r_i = h_{i-1} / h_i
         D = (1 + 1 / (2 * r)) * x0_hat - 1 / (2 * r) * x0_hat_last  # Alg. 2: D_i
     return sigma_prev / sigma_t * xt - alpha_prev * math.expm1(-h) * D  # Alg. 2: x_{t_i}
 
 
 def phi(k: int, z: float) -> float:
-    """phi_k(z) = int_0^1 e^{(1 - u) z} u^{k-1} / (k-1)! du, the weights of exponential integrators: phi_0(z) = e^z and
+    """phi_k(z) = int_0^1 e^{(1 - u) z} u^{k-1} / (k-1)! du, the weights of exponential integrators, in the order
+    conditions of UniC (Zhao et al. 2023, Sec. 3.1; :func:`unic_step`): phi_0(z) = e^z and
     phi_{k+1}(z) = (phi_k(z) - 1/k!) / z, or the series sum_j z^j / (j + k)! where that recursion cancels (small z)."""
     if abs(z) < 0.5:
         return sum(z**j / math.factorial(j + k) for j in range(20))
@@ -207,29 +225,27 @@ def unic_step(
     if (x0_hat_last is None) != (t_last is None):
         raise ValueError("unic_step: pass both x0_hat_last and t_last (second order) or neither (first order)")
     alpha_t, sigma_t = _alpha_sigma(schedule, t)
-    alpha_s, sigma_s = _alpha_sigma(schedule, t_s)
-    lam_s = math.log(alpha_s / sigma_s)
-    h = math.log(alpha_t / sigma_t) - lam_s
+    _, sigma_s = _alpha_sigma(schedule, t_s)
+    h = _lambda(schedule, t) - _lambda(schedule, t_s)
     z = -h
     B = z if b == "h" else math.expm1(z)
     D_t = x0_hat_t - x0_hat_s  # r = 1
     if x0_hat_last is None:
         correction = 0.5 * D_t
     else:
-        alpha_l, sigma_l = _alpha_sigma(schedule, t_last)
-        r = (math.log(alpha_l / sigma_l) - lam_s) / h  # < 0: the last evaluation lies before t_s
-        g1, g2 = z * phi(2, z) / B, 2 * z * phi(3, z) / B  # the right-hand sides of the order conditions
+        r = (_lambda(schedule, t_last) - _lambda(schedule, t_s)) / h  # < 0: the last evaluation lies before t_s
+        g1, g2 = z * phi(2, z) / B, 2 * z * phi(3, z) / B  # the order conditions' right-hand sides, Sec. 3.1
         a_last = (g1 - g2) / (1 - r)  # a_last + a_t = g1 and r a_last + a_t = g2
         correction = a_last * (x0_hat_last - x0_hat_s) / r + (g1 - a_last) * D_t
-    return sigma_t / sigma_s * x_s - alpha_t * math.expm1(-h) * x0_hat_s - alpha_t * B * correction
+    return sigma_t / sigma_s * x_s - alpha_t * math.expm1(-h) * x0_hat_s - alpha_t * B * correction  # UniC, Sec. 3.1
 
 
 def _multistep(model, schedule, shape, steps, y, guidance, clip_x0, generator, device, dtype, x_T, return_trajectory,
-               progress, spacing, name, predict, correct=None):  # fmt: skip
+               progress, spacing, caller, name, predict, correct=None):  # fmt: skip
     """The loop of the multistep solvers: one evaluation per visited timestep, then ``predict`` (a step like
     :func:`dpmpp_2m_step`) to the next one; with ``correct`` (like :func:`unic_step`), the point each evaluation was
     made at is first corrected with it. Returns what :func:`sample_dpmpp_2m` returns."""
-    _check_steps(schedule.T, steps, "sample_dpmpp_2m" if correct is None else "sample_unipc")
+    _check_steps(schedule.T, steps, caller)
     ts = solver_timesteps(schedule, steps, spacing)
     x = draw_x_T(shape, generator, device, dtype, x_T)
     trajectory = [x.cpu()] if return_trajectory else None
@@ -285,7 +301,8 @@ def sample_dpmpp_2m(
     Arguments and return value as :func:`sample_ddim`; the trajectory has steps + 1 entries.
     """
     return _multistep(model, schedule, shape, steps, y, guidance, clip_x0, generator, device, dtype, x_T,
-                      return_trajectory, progress, spacing, "DPM-Solver++(2M)", dpmpp_2m_step)  # fmt: skip
+                      return_trajectory, progress, spacing, "sample_dpmpp_2m", "DPM-Solver++(2M)",
+                      dpmpp_2m_step)  # fmt: skip
 
 
 def unip_step(
@@ -311,15 +328,13 @@ def unip_step(
     _check_multistep(schedule, t, t_prev, x0_hat_last, t_last, "unip_step")
     if x0_hat_last is None or t_prev == -1:
         return dpmpp_2m_step(schedule, xt, x0_hat, t, t_prev)  # first order: the DDIM step, or x0_hat at the end
-    alpha_t, sigma_t = _alpha_sigma(schedule, t)
+    _, sigma_t = _alpha_sigma(schedule, t)
     alpha_prev, sigma_prev = _alpha_sigma(schedule, t_prev)
-    alpha_last, sigma_last = _alpha_sigma(schedule, t_last)
-    lam_t = math.log(alpha_t / sigma_t)
-    h = math.log(alpha_prev / sigma_prev) - lam_t
-    r = (math.log(alpha_last / sigma_last) - lam_t) / h
+    h = _lambda(schedule, t_prev) - _lambda(schedule, t)
+    r = (_lambda(schedule, t_last) - _lambda(schedule, t)) / h  # < 0
     B = -h if b == "h" else math.expm1(-h)
     D = (x0_hat_last - x0_hat) / r
-    return sigma_prev / sigma_t * xt - alpha_prev * math.expm1(-h) * x0_hat - alpha_prev * B * D / 2
+    return sigma_prev / sigma_t * xt - alpha_prev * math.expm1(-h) * x0_hat - alpha_prev * B * D / 2  # UniP-2, Sec. 3.2
 
 
 @torch.no_grad()
@@ -345,9 +360,8 @@ def sample_unipc(
     the next step then uses that evaluation as it is, so the corrector costs no evaluation and adds one order (3
     instead of 2 on Gaussian data, tests/test_solvers.py). With ``b="expm1"`` the predictor is DPM-Solver++(2M);
     the default, B(h) = -h, is "bh1", the default of the UniPC authors' code. The last evaluation's x0_hat is the
-    sample, as in
-    :func:`sample_dpmpp_2m`, whose arguments and return value these are (the trajectory holds each visited point
-    as corrected).
+    sample, as in :func:`sample_dpmpp_2m`, whose arguments and return value these are (the trajectory holds each
+    visited point as corrected).
     """
     if b not in B_FUNCTIONS:
         raise ValueError(f"sample_unipc: unknown B(h) {b!r}; choose one of {', '.join(B_FUNCTIONS)}")
@@ -359,7 +373,7 @@ def sample_unipc(
         return unic_step(*args, b=b)
 
     return _multistep(model, schedule, shape, steps, y, guidance, clip_x0, generator, device, dtype, x_T,
-                      return_trajectory, progress, spacing, "UniPC", predict, correct)  # fmt: skip
+                      return_trajectory, progress, spacing, "sample_unipc", "UniPC", predict, correct)  # fmt: skip
 
 
 def heun_timesteps(

@@ -27,6 +27,7 @@ from ddpm_lessons.solvers import (
     check_grid,
     dpmpp_2m_step,
     heun_timesteps,
+    parse_grid,
     phi,
     sample_dpmpp_2m,
     sample_heun,
@@ -384,15 +385,19 @@ def test_bfloat16_runs_the_network_in_bfloat16_and_stays_close():
         sample_in_batches(net, s, 1, (1, 28, 28), precision="fp16")
 
 
+def simpson(values, a, b):
+    """Simpson's rule for samples of a function at an odd number of even points from a to b (along the last dim)."""
+    weights = torch.ones(values.shape[-1], dtype=torch.float64)
+    weights[1:-1:2], weights[2:-1:2] = 4.0, 2.0
+    return (values * weights).sum(-1) * (b - a) / (3 * (values.shape[-1] - 1))
+
+
 def test_phi_is_its_integral():
     """phi_k(z) = int_0^1 e^{(1 - u) z} u^(k-1) / (k-1)! du, by Simpson's rule, on both sides of the series' range."""
     u = torch.linspace(0, 1, 20_001, dtype=torch.float64)
-    weights = torch.ones_like(u)
-    weights[1:-1:2], weights[2:-1:2] = 4.0, 2.0
     for k in (1, 2, 3, 4):
         for z in (-6.0, -2.3, -0.6, -0.4, -1e-3, 0.0, 0.3, 1.7):
-            f = torch.exp((1 - u) * z) * u ** (k - 1) / math.factorial(k - 1)
-            integral = (weights * f).sum().item() / (3 * (len(u) - 1))
+            integral = simpson(torch.exp((1 - u) * z) * u ** (k - 1) / math.factorial(k - 1), 0.0, 1.0).item()
             assert phi(k, z) == pytest.approx(integral, rel=1e-10, abs=1e-14), (k, z)
     assert phi(0, 0.7) == pytest.approx(math.exp(0.7))
 
@@ -401,7 +406,7 @@ def test_phi_is_its_integral():
 def test_unic_step_is_exact_where_x0_hat_is_quadratic_in_lambda(b):
     """With two earlier evaluations the corrector integrates the ODE exactly when x0_hat is a polynomial of degree
     2 in lambda, whatever B(h): x_t = sigma_t / sigma_s x_s + sigma_t int e^lambda x0_hat(lambda) d lambda
-    (Lu et al. 2022, Eq. 9), here by Simpson's rule. With one, it is exact for a constant x0_hat only (its
+    (Lu et al. 2022, Sec. 3), here by Simpson's rule. With one, it is exact for a constant x0_hat only (its
     weight 1/2 is not the order condition's)."""
     s = NoiseSchedule.make("linear", 1000)
     ab = s.alpha_bar.double()
@@ -417,18 +422,19 @@ def test_unic_step_is_exact_where_x0_hat_is_quadratic_in_lambda(b):
             return c0 + c1 * d + c2 * d * d
 
         grid = torch.linspace(l_s, lam[t].item(), 4001, dtype=torch.float64)
-        w = torch.ones_like(grid)
-        w[1:-1:2], w[2:-1:2] = 4.0, 2.0
         d = grid - l_s
-        dl = (grid[1] - grid[0]).item()
-        integral = sum(((w * grid.exp() * d**k).sum() * dl / 3) * c for k, c in enumerate((c0, c1, c2)))
+
+        def integral_of(power, grid=grid, d=d):  # int e^lambda (lambda - lambda_s)^power over the step
+            return simpson(grid.exp() * d**power, grid[0].item(), grid[-1].item()).item()
+
+        integral = sum(integral_of(k) * c for k, c in enumerate((c0, c1, c2)))
         sigma_t = (1 - ab[t]).sqrt().item()
         sigma_s = (1 - ab[t_s]).sqrt().item()
         want = sigma_t / sigma_s * x_s + sigma_t * integral
         got = unic_step(s, x_s, x0_at(t_s), t_s, t, x0_at(t), x0_at(t_last), t_last, b=b)
         assert torch.allclose(got, want, rtol=1e-8, atol=1e-9), (t_last, t_s, t)
         const = unic_step(s, x_s, c0, t_s, t, c0, b=b)  # x0_hat constant: the first-order form is exact too
-        want_const = sigma_t / sigma_s * x_s + sigma_t * ((w * grid.exp()).sum() * dl / 3) * c0
+        want_const = sigma_t / sigma_s * x_s + sigma_t * integral_of(0) * c0
         assert torch.allclose(const, want_const, rtol=1e-8, atol=1e-9)
         first = unic_step(s, x_s, x0_at(t_s), t_s, t, x0_at(t), b=b)
         assert not torch.allclose(first, want, rtol=1e-6, atol=1e-6)
@@ -457,6 +463,9 @@ def test_a_grid_given_as_timesteps():
         run = functools.partial(sampler, model, s, x_T.shape, steps=5, x_T=x_T, dtype=torch.float64)
         assert torch.equal(run(spacing="logsnr"), run(spacing=named))
     assert check_grid([99, 70, 41, 12], 4, 100) == [99, 70, 41, 12]
+    assert parse_grid("logsnr") == "logsnr" and parse_grid("99,70,41") == (99, 70, 41)
+    with pytest.raises(ValueError, match="must be one of time, logsnr, karras or timesteps"):
+        parse_grid("99;70")
     visited = solver_timesteps(s, 3, "karras")  # Heun with 5 evaluations visits 3 timesteps
     assert heun_timesteps(s, 5, visited) == heun_timesteps(s, 5, "karras")
     heun = functools.partial(sample_heun, model, s, x_T.shape, steps=5, x_T=x_T, dtype=torch.float64)
