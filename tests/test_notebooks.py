@@ -151,3 +151,49 @@ def _nbval_failure(stdout: str, cell: int) -> str:
     """The part of nbval's report about one failing cell."""
     match = re.search(rf"_+ [^\n]*::Cell {cell} _+\n(.*?)(?=\n_{{5,}} |\n=+ short test summary)", stdout, re.S)
     return match.group(1) if match else ""
+
+
+def test_time_cells_runs_a_lesson_as_a_script_and_logs_each_cell(tmp_path):
+    """scripts/time_cells.py, the timer of the FULL profile on a GPU machine without Jupyter: one namespace for
+    all cells, magics dropped, a failing cell logged and the next one run, exit status 1; and, with IPython
+    missing, LossPlot's display and matplotlib still import."""
+    import subprocess
+    import sys
+
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [
+        nbformat.v4.new_markdown_cell("# a lesson"),
+        nbformat.v4.new_code_cell("%matplotlib inline\nimport time\nvalue = 41"),
+        nbformat.v4.new_code_cell(
+            "from ddpm_lessons.viz import LossPlot\nplot = LossPlot(every=1)\nplot.update(1, 0.5)"
+        ),
+        nbformat.v4.new_code_cell("raise ValueError('planted')"),
+        nbformat.v4.new_code_cell("time.sleep(0.3)\nprint('answer', value + 1)"),
+    ]
+    path = tmp_path / "lesson.ipynb"
+    nbformat.write(nb, path)
+    log = tmp_path / "cells.log"
+    block_ipython = "import sys; sys.modules['IPython'] = None; sys.argv = sys.argv[1:]; import runpy; "
+    block_ipython += f"runpy.run_path({str(ROOT / 'scripts' / 'time_cells.py')!r}, run_name='__main__')"
+    done = subprocess.run(
+        [sys.executable, "-c", block_ipython, "time_cells.py", str(path), "--log", str(log)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env={**os.environ, "DDPM_PROFILE": "fast"},
+    )
+    assert done.returncode == 1, done.stderr
+    assert "answer 42" in done.stdout
+    lines = log.read_text().splitlines()
+    assert lines[0] == f"== {path}" and lines[-1].startswith("total ")
+    cells = [line.split() for line in lines[1:-1]]
+    assert [c[1] for c in cells] == ["1", "2", "3", "4"]  # code cells only, by their index in the notebook
+    assert [c[4] for c in cells] == ["ok", "ok", "ERROR", "ok"]
+    assert "ValueError: planted" in lines[3]
+    assert float(cells[3][2]) >= 0.3  # the sleeping cell's own time
+    assert lines[1].endswith("| import time")  # the magic line dropped
+
+    bad = subprocess.run(
+        [sys.executable, "scripts/time_cells.py", "notebooks/no_such.ipynb"], capture_output=True, text=True, cwd=ROOT
+    )
+    assert bad.returncode == 2 and "no such notebook: notebooks/no_such.ipynb" in bad.stderr
