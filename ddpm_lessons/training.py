@@ -132,8 +132,10 @@ class EMA:
     @torch.no_grad()
     def update(self, model: torch.nn.Module, step: int) -> None:
         d = min(self.decay, (1 + step) / (self.warmup + step))  # a short memory early, while weights move fast
-        for ema_p, p in zip(self.model.parameters(), model.parameters(), strict=True):
-            ema_p.lerp_(p.detach(), 1.0 - d)
+        averaged, current = list(self.model.parameters()), [p.detach() for p in model.parameters()]
+        if len(averaged) != len(current):
+            raise ValueError(f"EMA.update: the model has {len(current)} parameter tensors, its average {len(averaged)}")
+        torch._foreach_lerp_(averaged, current, 1.0 - d)  # one fused call: on a GPU a few kernels instead of one each
         for ema_b, b in zip(self.model.buffers(), model.buffers(), strict=True):
             ema_b.copy_(b)
 

@@ -397,3 +397,9 @@ def test_ema_warmup_average_has_mean_age_step_over_warmup():
 def test_ema_refuses_a_warmup_that_never_leaves_the_first_weights():
     with pytest.raises(ValueError, match="warmup=1 must be above 1"):
         EMA(torch.nn.Linear(2, 1), 0.999, warmup=1)
+
+
+def test_ema_refuses_a_model_of_another_shape():
+    ema = EMA(torch.nn.Linear(2, 1), 0.999)
+    with pytest.raises(ValueError, match="the model has 4 parameter tensors, its average 2"):
+        ema.update(torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.Linear(2, 1)), step=0)
