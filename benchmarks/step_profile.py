@@ -5,9 +5,10 @@ operator name and approximate.
 
     python benchmarks/step_profile.py --steps 20 --objective eps
 
-Also times the same number of bare steps (the network's forward, in the same precision, its backward and AdamW,
-nothing else) in alternating rounds, so that the per-step overhead of the trainer is read as a ratio. Prints one JSON
-object.
+Also times, in alternating rounds, the same number of bare steps (the network's forward, in the same precision, its
+backward and AdamW, nothing else), so that the per-step overhead of the trainer is read as a ratio, and the trainer's
+steps with PyTorch's default AdamW in place of the fused one that ``training.adamw`` picks where it can. Prints one
+JSON object.
 """
 
 import argparse
@@ -53,6 +54,10 @@ train = {k: v for k, v in DIGITS_RECIPE["train"].items() if k in TrainConfig.__d
 train.update(cpu_bf16=args.precision == "bf16", objective=args.objective, device="cpu", checkpoint_every=10**9)
 trainer = Trainer(config, TrainConfig(**train), x, tempfile.mkdtemp(), labels=y, progress=False)
 bare = trainer.model  # the same network and optimiser, stepped without the trainer around them
+unfused = Trainer(config, TrainConfig(**train), x, tempfile.mkdtemp(), labels=y, progress=False)
+unfused.optimizer = torch.optim.AdamW(
+    unfused.model.parameters(), lr=unfused.config.lr, weight_decay=unfused.config.weight_decay
+)
 batch = train.get("batch_size", 64)
 
 
@@ -68,9 +73,15 @@ def bare_step() -> None:
 
 for _ in range(5):  # warm-up
     trainer.train_step(progress=0.0)
-timings = {"trainer": [], "bare": []}
+    unfused.train_step(progress=0.0)
+timings = {"trainer": [], "bare": [], "trainer_default_adamw": []}
+steps = (
+    ("trainer", lambda: trainer.train_step(progress=0.0)),
+    ("bare", bare_step),
+    ("trainer_default_adamw", lambda: unfused.train_step(progress=0.0)),
+)
 for _ in range(args.rounds):
-    for name, step in (("trainer", lambda: trainer.train_step(progress=0.0)), ("bare", bare_step)):
+    for name, step in steps:
         start = time.perf_counter()
         for _ in range(args.steps):
             step()
@@ -90,5 +101,7 @@ print(json.dumps({
     "seconds_per_step": {name: round(value, 4) for name, value in median.items()},
     "images_per_s": round(batch / median["trainer"], 1),
     "trainer_over_bare": round(median["trainer"] / median["bare"], 3),
+    "fused_adamw": trainer.optimizer.defaults["fused"],
+    "default_adamw_over_fused": round(median["trainer_default_adamw"] / median["trainer"], 3),
     "share_of_profiled_time": {cat: round(v / total, 3) for cat, v in sorted(shares.items(), key=lambda kv: -kv[1])},
 }, indent=2))  # fmt: skip

@@ -163,7 +163,7 @@ def sample_flow(
     y: torch.Tensor | None = None,
     guidance: float = 0.0,
     generator: torch.Generator | None = None,
-    device: torch.device | str = "cpu",
+    device: torch.device | str | None = None,
     dtype: torch.dtype = torch.float32,
     x_T: torch.Tensor | None = None,
     return_trajectory: bool = False,
@@ -180,8 +180,9 @@ def sample_flow(
     So ``steps`` = 2N - 1 evaluations make N steps on :func:`flow_timesteps` (N), N - 1 of them Heun steps;
     an even ``steps`` makes N = steps / 2 + 1 steps and an Euler first step too (at s = 1 the path is nearly
     straight). ``shift`` moves the grid's times towards the noise (:func:`shift_flow_time`; 1: evenly spaced).
-    Deterministic given x_T; ``generator`` draws x_T only. Returns x_0 (shape ``shape``), and with
-    ``return_trajectory`` the list of x at every visited s.
+    Deterministic given x_T; ``generator`` draws x_T only. ``device``: where to sample; None: where the model's
+    weights are (``samplers.sampling_device``). Returns x_0 (shape ``shape``), and with ``return_trajectory`` the
+    list of x at every visited s.
     """
     _check_steps(steps, "sample_flow")
     if method not in ("euler", "heun"):
@@ -192,7 +193,7 @@ def sample_flow(
         grid, n_heun = flow_timesteps(steps, shift), 0
     last = len(grid) - 2  # the index of the last step, an Euler step into s = 0
     heun_steps = range(last - n_heun, last)  # the n_heun steps before it (after an Euler first step, if any)
-    x = draw_x_T(shape, generator, device, dtype, x_T)
+    x = draw_x_T(shape, generator, device, dtype, x_T, model)
     trajectory = [x.cpu()] if return_trajectory else None
     clock = TimeEstimate(f"flow sampling ({method})", steps, unit="network call")
     for i in progress_bar(range(len(grid) - 1), desc=f"flow {method}", disable=not progress, transient=True):

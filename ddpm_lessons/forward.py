@@ -91,12 +91,14 @@ def q_sample(
     Args:
         x0: clean data in [-1, 1], (B, C, H, W).
         t: 0-indexed timesteps, int or (B,).
-        noise: eps, same shape as x0; drawn with ``generator`` when None.
+        noise: eps, same shape as x0; drawn with ``generator`` when None, on the generator's device and moved to
+            x0's (a CPU generator gives the same noise for x0 on any device).
     """
     check_x0(x0, "q_sample")
     t = schedule.check_t(t, "q_sample", batch=x0.shape[0])
     if noise is None:
-        noise = torch.randn(x0.shape, generator=generator, dtype=x0.dtype, device=x0.device)
+        where = generator.device if generator is not None else x0.device
+        noise = torch.randn(x0.shape, generator=generator, dtype=x0.dtype, device=where).to(x0.device)
     _check_same_shape(x0, noise, "x0 and noise", "q_sample")
     alpha_bar = schedule.gather(schedule.alpha_bar, t, x0)  # (B, 1, 1, 1)
     return alpha_bar.sqrt() * x0 + (1.0 - alpha_bar).sqrt() * noise  # Eq. (4)

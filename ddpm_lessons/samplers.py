@@ -113,8 +113,30 @@ def p_sample(
     return out.mean + (0.5 * out.log_variance).exp() * z  # Algorithm 2, line 4
 
 
-def draw_x_T(shape, generator, device, dtype, x_T):
-    """x_T ~ N(0, I) of ``shape``, drawn on the CPU with ``generator`` and moved (or ``x_T`` itself if given)."""
+def model_device(model) -> torch.device | None:
+    """Where a network's weights are (its first parameter's device); None for a function without parameters."""
+    parameters = getattr(model, "parameters", None)
+    if callable(parameters):
+        for p in parameters():
+            return p.device
+    return None
+
+
+def sampling_device(model, device=None, x_T: torch.Tensor | None = None) -> torch.device:
+    """The device a sampler works on: ``device`` if given, else where the model's weights are, else where ``x_T``
+    is, else the CPU. So a model moved to a GPU samples there without being told."""
+    if device is not None:
+        return torch.device(device)
+    found = model_device(model)
+    if found is None and x_T is not None:
+        found = x_T.device
+    return found if found is not None else torch.device("cpu")
+
+
+def draw_x_T(shape, generator, device, dtype, x_T, model=None):
+    """x_T ~ N(0, I) of ``shape``, drawn on the CPU with ``generator`` and moved (or ``x_T`` itself if given), on
+    ``sampling_device(model, device, x_T)``."""
+    device = sampling_device(model, device, x_T)
     if x_T is not None:
         return x_T.to(device)
     return torch.randn(shape, generator=generator, dtype=dtype).to(device)  # Algorithm 2, line 1
@@ -130,7 +152,7 @@ def sample_ddpm(
     clip_x0: bool = True,
     variance: str = "beta",
     generator: torch.Generator | None = None,
-    device: torch.device | str = "cpu",
+    device: torch.device | str | None = None,
     dtype: torch.dtype = torch.float32,
     x_T: torch.Tensor | None = None,
     return_trajectory: bool = False,
@@ -144,13 +166,14 @@ def sample_ddpm(
             classifier-free guidance.
         generator: a CPU torch.Generator; noise is drawn on the CPU and moved, so a seed gives the
             same samples on every device.
+        device: where to sample; None (the default): where the model's weights are (``sampling_device``).
         x_T: start from this noise instead of drawing it.
         return_trajectory: also return the list [x_T, x_{T-1}, ..., x_0] (T + 1 tensors, on the CPU).
 
     Returns:
         x_0 (B, C, H, W), or (x_0, trajectory).
     """
-    x = draw_x_T(shape, generator, device, dtype, x_T)
+    x = draw_x_T(shape, generator, device, dtype, x_T, model)
     trajectory = [x.cpu()] if return_trajectory else None
     clock = TimeEstimate("DDPM sampling", schedule.T, unit="network call")
     for t in progress_bar(range(schedule.T - 1, -1, -1), desc="DDPM", disable=not progress, transient=True):
@@ -220,7 +243,7 @@ def sample_ddim(
     guidance: float = 0.0,
     clip_x0: bool = True,
     generator: torch.Generator | None = None,
-    device: torch.device | str = "cpu",
+    device: torch.device | str | None = None,
     dtype: torch.dtype = torch.float32,
     x_T: torch.Tensor | None = None,
     return_trajectory: bool = False,
@@ -237,7 +260,7 @@ def sample_ddim(
     """
     if eta < 0:
         raise ValueError(f"eta must be >= 0 (0: deterministic DDIM, 1: DDPM-like), got {eta}")
-    x = draw_x_T(shape, generator, device, dtype, x_T)
+    x = draw_x_T(shape, generator, device, dtype, x_T, model)
     trajectory = [x.cpu()] if return_trajectory else None
     ts = ddim_timesteps(schedule.T, steps)
     clock = TimeEstimate("DDIM sampling", len(ts), unit="network call")

@@ -18,7 +18,7 @@ import torch
 from ddpm_lessons.flow import check_flow_shift, sample_flow
 from ddpm_lessons.forward import predict_eps_from_x0, predict_x0_from_eps
 from ddpm_lessons.objectives import as_eps_model
-from ddpm_lessons.samplers import ddim_timesteps, draw_x_T, guided_eps, sample_ddim, sample_ddpm
+from ddpm_lessons.samplers import ddim_timesteps, draw_x_T, guided_eps, sample_ddim, sample_ddpm, sampling_device
 from ddpm_lessons.schedules import NoiseSchedule
 from ddpm_lessons.utils import TimeEstimate
 from ddpm_lessons.utils import progress as progress_bar
@@ -247,7 +247,7 @@ def _multistep(model, schedule, shape, steps, y, guidance, clip_x0, generator, d
     made at is first corrected with it. Returns what :func:`sample_dpmpp_2m` returns."""
     _check_steps(schedule.T, steps, caller)
     ts = solver_timesteps(schedule, steps, spacing)
-    x = draw_x_T(shape, generator, device, dtype, x_T)
+    x = draw_x_T(shape, generator, device, dtype, x_T, model)
     trajectory = [x.cpu()] if return_trajectory else None
     clock = TimeEstimate(f"{name} sampling", len(ts), unit="network call")
     last, before_last = (None, None), (None, None)  # (x0_hat, t) of the previous two evaluations
@@ -278,7 +278,7 @@ def sample_dpmpp_2m(
     guidance: float = 0.0,
     clip_x0: bool = True,
     generator: torch.Generator | None = None,
-    device: torch.device | str = "cpu",
+    device: torch.device | str | None = None,
     dtype: torch.dtype = torch.float32,
     x_T: torch.Tensor | None = None,
     return_trajectory: bool = False,
@@ -347,7 +347,7 @@ def sample_unipc(
     guidance: float = 0.0,
     clip_x0: bool = True,
     generator: torch.Generator | None = None,
-    device: torch.device | str = "cpu",
+    device: torch.device | str | None = None,
     dtype: torch.dtype = torch.float32,
     x_T: torch.Tensor | None = None,
     return_trajectory: bool = False,
@@ -403,7 +403,7 @@ def sample_heun(
     guidance: float = 0.0,
     clip_x0: bool = True,
     generator: torch.Generator | None = None,
-    device: torch.device | str = "cpu",
+    device: torch.device | str | None = None,
     dtype: torch.dtype = torch.float32,
     x_T: torch.Tensor | None = None,
     return_trajectory: bool = False,
@@ -426,7 +426,7 @@ def sample_heun(
     _check_steps(schedule.T, steps, "sample_heun")
     ts, n_heun = heun_timesteps(schedule, steps, spacing)
     euler_first = n_heun < len(ts) - 2  # an even number of evaluations
-    x = draw_x_T(shape, generator, device, dtype, x_T)
+    x = draw_x_T(shape, generator, device, dtype, x_T, model)
     trajectory = [x.cpu()] if return_trajectory else None
     clock = TimeEstimate("Heun sampling", steps, unit="network call")
     alpha, sigma = _alpha_sigma(schedule, ts[0])
@@ -530,7 +530,7 @@ def sample_in_batches(
     eta: float = 0.0,
     guidance: float = 0.0,
     generator: torch.Generator | None = None,
-    device: torch.device | str = "cpu",
+    device: torch.device | str | None = None,
     progress: bool = False,
     objective: str = "eps",
     spacing: str | None = None,
@@ -566,6 +566,7 @@ def sample_in_batches(
     check_shift(shift, objective)
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    device = sampling_device(model, device)  # before the wrappers below hide the network's weights
     if precision == "bf16":
         model = in_bfloat16(model)
     if objective in ("x0", "v"):

@@ -113,6 +113,26 @@ def learning_rate(config: TrainConfig, step: int, progress: float | None = None)
     return config.lr * warm * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
+def adamw(params, lr: float, weight_decay: float) -> torch.optim.AdamW:
+    """AdamW, in PyTorch's fused implementation where the device and version have one (one kernel over all the
+    parameters: on the 2-core CPU the update takes 0.7 ms instead of 3.7, about 3% of a step of the digits recipe),
+    else its default one. Both compute the same update, up to floating-point rounding."""
+    params = list(params)
+    try:
+        return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, fused=True)
+    except RuntimeError:  # e.g. torch < 2.4 on a CPU
+        return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+
+
+def cuda_native_bf16(device: torch.device) -> bool:
+    """Whether a CUDA GPU computes bfloat16 natively (compute capability 8.0 on: A100, RTX 30xx, H100, ...). Older
+    ones (Colab's T4, 7.5) only emulate it, and their convolutions in bfloat16 fall back to slow kernels, so mixed
+    precision there is float16 with a gradient scaler. (``torch.cuda.is_bf16_supported()`` counts emulation too.)"""
+    if torch.version.hip:  # ROCm: every architecture PyTorch supports has it
+        return True
+    return torch.cuda.get_device_capability(device)[0] >= 8
+
+
 class TrainingDiverged(RuntimeError):
     """The loss became NaN or infinite."""
 
@@ -199,9 +219,7 @@ class Trainer:
         torch.manual_seed(train_config.seed)  # the initial weights and dropout
         self.model = UNet(model_config).to(self.device)
         self.ema = EMA(self.model, train_config.ema_decay)
-        self.optimizer = torch.optim.AdamW(
-            self.model.parameters(), lr=train_config.lr, weight_decay=train_config.weight_decay
-        )
+        self.optimizer = adamw(self.model.parameters(), lr=train_config.lr, weight_decay=train_config.weight_decay)
         self.data_gen = torch.Generator().manual_seed(train_config.seed + 1)  # batch indices
         self.noise_gen = torch.Generator().manual_seed(train_config.seed + 2)  # t, eps, label dropout
         self.amp_dtype = self._amp_dtype()
@@ -250,7 +268,7 @@ class Trainer:
             return torch.bfloat16
         if not (self.config.amp and self.device.type == "cuda"):
             return None
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.bfloat16 if cuda_native_bf16(self.device) else torch.float16
 
     def _record(self) -> dict:
         extra = {} if self.condition_record is None else {"condition": self.condition_record}

@@ -179,3 +179,63 @@ def test_sampling_in_batches_is_the_same_draw_as_batch_by_batch_by_hand(sampler)
         sample_in_batches(model, s, 5, (1, 2, 2), sampler="rk4")
     with pytest.raises(ValueError, match="sampler 'euler' does not fit a model trained with objective 'eps'"):
         sample_in_batches(model, s, 5, (1, 2, 2), sampler="euler")
+
+
+class _Stop(Exception):
+    pass
+
+
+@pytest.mark.parametrize("name", ["ddpm", "ddim", "dpmpp-2m", "unipc", "heun", "flow", "in_batches", "in_batches_bf16"])
+def test_a_sampler_works_where_the_model_is_unless_told(name, monkeypatch):
+    """With no ``device``, every sampler draws x_T where the model's weights are (a model moved to a GPU samples
+    there; here the 'meta' device stands in for it, on a CPU-only machine), an explicit ``device`` wins, and a
+    plain function falls back to where x_T is, else the CPU."""
+    from ddpm_lessons import flow, samplers, solvers
+
+    seen = []
+
+    def spy(shape, generator, device, dtype, x_T, model=None):
+        seen.append(samplers.sampling_device(model, device, x_T))
+        raise _Stop
+
+    for module in (samplers, solvers, flow):
+        monkeypatch.setattr(module, "draw_x_T", spy)
+    net = torch.nn.Conv2d(1, 1, 1).to("meta")
+    schedule = NoiseSchedule.make("linear", 1000)
+    calls = {
+        "ddpm": lambda **kw: samplers.sample_ddpm(net, schedule, (2, 1, 4, 4), **kw),
+        "ddim": lambda **kw: samplers.sample_ddim(net, schedule, (2, 1, 4, 4), steps=3, **kw),
+        "dpmpp-2m": lambda **kw: solvers.sample_dpmpp_2m(net, schedule, (2, 1, 4, 4), steps=3, **kw),
+        "unipc": lambda **kw: solvers.sample_unipc(net, schedule, (2, 1, 4, 4), steps=3, **kw),
+        "heun": lambda **kw: solvers.sample_heun(net, schedule, (2, 1, 4, 4), steps=3, **kw),
+        "flow": lambda **kw: flow.sample_flow(net, (2, 1, 4, 4), steps=3, **kw),
+        "in_batches": lambda **kw: solvers.sample_in_batches(net, schedule, 2, (1, 4, 4), **kw),
+        "in_batches_bf16": lambda **kw: solvers.sample_in_batches(net, schedule, 2, (1, 4, 4), precision="bf16", **kw),
+    }
+    for kwargs in ({}, {"device": "cpu"}):
+        with pytest.raises(_Stop):
+            calls[name](**kwargs)
+    assert [d.type for d in seen] == ["meta", "cpu"]
+
+    assert samplers.sampling_device(lambda x, t: x) == torch.device("cpu")
+    assert samplers.sampling_device(lambda x, t: x, x_T=torch.zeros(1, device="meta")).type == "meta"
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_on_a_gpu_a_seed_gives_the_cpus_samples_and_q_sample_takes_a_cpu_generator():
+    """Where a GPU is at hand: a model moved there samples there without ``device``, from the same x_T as on the
+    CPU (drawn by a CPU generator), and q_sample draws a CPU generator's noise for x0 on the GPU."""
+    from ddpm_lessons.forward import q_sample
+    from ddpm_lessons.unet import UNet, UNetConfig
+
+    torch.manual_seed(0)
+    net = UNet(UNetConfig(base_channels=8, channel_mults=(1, 2), attention_resolutions=(), dropout=0.0)).eval()
+    schedule = NoiseSchedule.make("linear", 1000)
+    on_cpu = sample_ddim(net, schedule, (2, 1, 28, 28), steps=5, generator=torch.Generator().manual_seed(3))
+    on_gpu = sample_ddim(net.cuda(), schedule, (2, 1, 28, 28), steps=5, generator=torch.Generator().manual_seed(3))
+    assert on_gpu.device.type == "cuda"
+    torch.testing.assert_close(on_gpu.cpu(), on_cpu, atol=1e-3, rtol=1e-3)
+    x0 = torch.rand(2, 1, 28, 28) * 2 - 1
+    cpu = q_sample(schedule, x0, 500, generator=torch.Generator().manual_seed(1))
+    gpu = q_sample(schedule, x0.cuda(), 500, generator=torch.Generator().manual_seed(1))
+    torch.testing.assert_close(gpu.cpu(), cpu)

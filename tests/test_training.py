@@ -403,3 +403,56 @@ def test_ema_refuses_a_model_of_another_shape():
     ema = EMA(torch.nn.Linear(2, 1), 0.999)
     with pytest.raises(ValueError, match="the model has 4 parameter tensors, its average 2"):
         ema.update(torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.Linear(2, 1)), step=0)
+
+
+def test_adamw_matches_the_update_written_out():
+    """training.adamw (fused where available) against AdamW written out (Loshchilov & Hutter 2019, Alg. 2 with
+    Adam's bias corrections): five steps on fixed gradients, weight decay applied to the weights directly."""
+    from ddpm_lessons.training import adamw
+
+    torch.manual_seed(0)
+    w = torch.randn(7, 3, requires_grad=True)
+    grads = [torch.randn(7, 3) for _ in range(5)]
+    lr, wd, (b1, b2), eps = 1e-2, 0.1, (0.9, 0.999), 1e-8
+    opt = adamw([w], lr=lr, weight_decay=wd)
+    ref, m, v = (
+        w.detach().clone().double(),
+        torch.zeros(7, 3, dtype=torch.float64),
+        torch.zeros(7, 3, dtype=torch.float64),
+    )
+    for k, g in enumerate(grads, start=1):
+        w.grad = g.clone()
+        opt.step()
+        g = g.double()
+        ref = ref * (1 - lr * wd)
+        m, v = b1 * m + (1 - b1) * g, b2 * v + (1 - b2) * g * g
+        ref = ref - lr * (m / (1 - b1**k)) / ((v / (1 - b2**k)).sqrt() + eps)
+    torch.testing.assert_close(w.detach().double(), ref, rtol=1e-5, atol=1e-6)
+
+
+def test_adamw_falls_back_where_the_fused_kernel_is_missing(monkeypatch):
+    from ddpm_lessons import training
+
+    real = torch.optim.AdamW
+
+    def without_fused(params, fused=None, **kwargs):
+        if fused:
+            raise RuntimeError("`fused=True` requires all the params to be floating point Tensors of supported devices")
+        return real(params, **kwargs)
+
+    monkeypatch.setattr(torch.optim, "AdamW", without_fused)
+    opt = training.adamw(torch.nn.Linear(2, 1).parameters(), lr=1e-3, weight_decay=0.0)
+    assert not opt.defaults["fused"] and len(opt.param_groups[0]["params"]) == 2  # the parameters survive the retry
+
+
+def test_mixed_precision_is_float16_on_a_gpu_that_only_emulates_bfloat16(monkeypatch):
+    """A T4 (compute capability 7.5) reports bfloat16 as supported through emulation, where its convolutions are
+    slow: the trainer takes float16 with a gradient scaler there, bfloat16 from capability 8.0 on."""
+    from ddpm_lessons.training import cuda_native_bf16
+
+    monkeypatch.setattr(torch.version, "hip", None)
+    for capability, native in (((7, 5), False), ((8, 0), True), ((9, 0), True)):
+        monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None, c=capability: c)
+        assert cuda_native_bf16(torch.device("cuda")) is native
+    monkeypatch.setattr(torch.version, "hip", "6.0")
+    assert cuda_native_bf16(torch.device("cuda"))
