@@ -16,6 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ddpm_lessons.utils import TimeEstimate
+
 CLIP_SIGMAS = 2.5  # latents are scaled so that +-2.5 standard deviations span [-1, 1]
 
 
@@ -98,23 +100,32 @@ def train_autoencoder(
     seed: int = 0,
     config: AutoencoderConfig | None = None,
     log=print,
+    device: str | torch.device | None = None,
 ) -> Autoencoder:
     """Train on images (N, C, 28, 28) in [-1, 1] with the mean squared reconstruction error (AdamW, cosine
-    decay), then calibrate the latent scaling on the same images."""
+    decay), then calibrate the latent scaling on the same images. Trains on ``device`` (None: the CPU; the same
+    initial weights and batches on every device) and returns the model on the CPU. A run that will take over a
+    minute first says how long (``utils.TimeEstimate``)."""
+    device = torch.device("cpu" if device is None else device)
     torch.manual_seed(seed)
-    model = Autoencoder(config)
+    model = Autoencoder(config).to(device)
+    data = images.to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=lr)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
     g = torch.Generator().manual_seed(seed + 1)
+    clock = TimeEstimate("autoencoder training", steps) if log else None
     start = time.perf_counter()
     for step in range(1, steps + 1):
-        x = images[torch.randint(len(images), (batch_size,), generator=g)]
+        x = data[torch.randint(len(images), (batch_size,), generator=g).to(device)]
         loss = F.mse_loss(model.decoder(model.encoder(x)), x)  # the raw latents: scaling comes after
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
         sched.step()
+        if clock is not None:
+            clock.tick()
         if log and (step % 500 == 0 or step == steps):
             log(f"autoencoder step {step}: reconstruction MSE {loss.item():.4f} ({time.perf_counter() - start:.0f} s)")
-    model.eval().calibrate(images)
+    model = model.cpu().eval()
+    model.calibrate(images)
     return model

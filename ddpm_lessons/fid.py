@@ -109,27 +109,37 @@ def feature_extractor(kind: str = "auto", channels: int = 3) -> tuple[nn.Module,
 
 
 @torch.no_grad()
-def image_features(images: torch.Tensor, extractor: nn.Module, kind: str, batch_size: int = 100) -> torch.Tensor:
-    """(N, C, H, W) in [-1, 1] -> (N, D) features. Grey images are repeated to 3 channels for Inception."""
+def image_features(
+    images: torch.Tensor, extractor: nn.Module, kind: str, batch_size: int = 100, device: str | torch.device = "cpu"
+) -> torch.Tensor:
+    """(N, C, H, W) in [-1, 1] -> (N, D) features, on the CPU. Grey images are repeated to 3 channels for
+    Inception. The extractor runs on ``device`` (a GPU makes Inception's 299 x 299 passes fast)."""
     if images.ndim != 4:
         raise ValueError(f"image_features needs images of shape (N, C, H, W), got {tuple(images.shape)}")
+    extractor = extractor.to(device)
     feats = []
     for chunk in images.float().split(batch_size):
+        chunk = chunk.to(device)
         if kind == "fid-inception":
             chunk = chunk.expand(-1, 3, -1, -1) if chunk.shape[1] == 1 else chunk
             chunk = (chunk + 1) / 2  # pytorch-fid takes [0, 1], resizes to 299 x 299 and normalises itself
         elif kind == "inception":
             chunk = chunk.expand(-1, 3, -1, -1) if chunk.shape[1] == 1 else chunk
             chunk = F.interpolate(chunk, size=(299, 299), mode="bilinear", align_corners=False)
-            mean = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)  # ImageNet statistics, images in [0, 1]
-            std = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+            mean = torch.tensor([0.485, 0.456, 0.406], device=device).view(1, 3, 1, 1)  # ImageNet's, for [0, 1]
+            std = torch.tensor([0.229, 0.224, 0.225], device=device).view(1, 3, 1, 1)
             chunk = ((chunk + 1) / 2 - mean) / std
-        feats.append(extractor(chunk).double())
+        feats.append(extractor(chunk).double().cpu())
     return torch.cat(feats)
 
 
 def frechet_distance_images(
-    samples: torch.Tensor, real: torch.Tensor, kind: str = "auto", seed: int = 0, draws: int = 10
+    samples: torch.Tensor,
+    real: torch.Tensor,
+    kind: str = "auto",
+    seed: int = 0,
+    draws: int = 10,
+    device: str | torch.device = "cpu",
 ) -> dict[str, float | int | str]:
     """The Frechet distance of ``samples`` to ``real`` images and its floor: the same distance between two
     disjoint sets of real images, of n = len(samples) each (so ``real`` needs at least 2n images).
@@ -141,7 +151,8 @@ def frechet_distance_images(
     and the ratio divides the two means (:func:`metrics.frechet_with_floor`, the same keys as
     :func:`metrics.evaluate_samples`). Every image's features are computed once.
 
-    samples, real: (N, C, H, W) in [-1, 1], same C, H, W. Returns n, features (the kind used),
+    samples, real: (N, C, H, W) in [-1, 1], same C, H, W; the features are computed on ``device``. Returns n,
+    features (the kind used),
     frechet_distance, frechet_distance_sd, frechet_distance_real_vs_real (the floor),
     frechet_distance_real_vs_real_sd, floor_draws and frechet_ratio.
     """
@@ -158,8 +169,8 @@ def frechet_distance_images(
     splits = [torch.randperm(len(real), generator=torch.Generator().manual_seed(seed + k)) for k in range(draws)]
     used_images = torch.cat([order[: 2 * n] for order in splits]).unique()  # features only for images drawn
     extractor, used = feature_extractor(kind, channels=samples.shape[1])
-    f_samples = image_features(samples, extractor, used)
+    f_samples = image_features(samples, extractor, used, device=device)
     f_real = torch.zeros(len(real), f_samples.shape[1], dtype=f_samples.dtype)
-    f_real[used_images] = image_features(real[used_images], extractor, used)
+    f_real[used_images] = image_features(real[used_images], extractor, used, device=device)
     pairs = [(f_real[order[:n]], f_real[order[n : 2 * n]]) for order in splits]  # (reference, other real)
     return {"n": n, "features": used, **frechet_with_floor(f_samples, pairs)}

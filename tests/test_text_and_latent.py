@@ -132,6 +132,11 @@ def test_autoencoder_shapes_range_and_learning():
         raw, z = trained.encoder(x), trained.encode(x)
     assert z.abs().max() <= 1 and z.std((0, 2, 3)).tolist() == pytest.approx([0.4] * 4, abs=0.08)  # 1 / 2.5 sigmas
     assert torch.allclose(z * trained.latent_scale + trained.latent_mean, raw.clamp(*_bounds(trained)), atol=1e-6)
+    if torch.cuda.is_available():  # on a GPU: the same start and batches, returned on the CPU
+        on_gpu = train_autoencoder(x, steps=40, batch_size=32, log=None, device="cuda")
+        assert next(on_gpu.parameters()).device.type == "cpu"
+        with torch.no_grad():
+            assert torch.mean((on_gpu(x) - x) ** 2).item() == pytest.approx(after, rel=0.05)
 
 
 def _bounds(ae):
