@@ -110,13 +110,21 @@ def feature_extractor(kind: str = "auto", channels: int = 3) -> tuple[nn.Module,
 
 @torch.no_grad()
 def image_features(
-    images: torch.Tensor, extractor: nn.Module, kind: str, batch_size: int = 100, device: str | torch.device = "cpu"
+    images: torch.Tensor,
+    extractor: nn.Module,
+    kind: str,
+    batch_size: int = 100,
+    device: str | torch.device | None = None,
 ) -> torch.Tensor:
     """(N, C, H, W) in [-1, 1] -> (N, D) features, on the CPU. Grey images are repeated to 3 channels for
-    Inception. The extractor runs on ``device`` (a GPU makes Inception's 299 x 299 passes fast)."""
+    Inception. The extractor runs where its weights are, or is moved to ``device`` when given (a GPU makes
+    Inception's 299 x 299 passes fast)."""
     if images.ndim != 4:
         raise ValueError(f"image_features needs images of shape (N, C, H, W), got {tuple(images.shape)}")
-    extractor = extractor.to(device)
+    if device is None:
+        device = next((p.device for p in extractor.parameters()), torch.device("cpu"))
+    else:
+        extractor = extractor.to(device)
     feats = []
     for chunk in images.float().split(batch_size):
         chunk = chunk.to(device)

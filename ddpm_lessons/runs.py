@@ -40,11 +40,16 @@ def capture_state(model, ema_model, optimizer, scaler, generators: dict[str, tor
 
 def restore_state(state: dict, model, ema_model, optimizer, scaler, generators: dict[str, torch.Generator],
                   device: torch.device) -> int:  # fmt: skip
-    """Put a captured state back in place; returns its step."""
+    """Put a captured state back in place; returns its step. The optimizer keeps its own implementation (fused or
+    not: a state saved by one resumes in the other), and a gradient scaler saved while off (bfloat16 or float32)
+    leaves an enabled one at its initial scale."""
     model.load_state_dict(state["model"])
     ema_model.load_state_dict(state["ema"])
-    optimizer.load_state_dict(state["optimizer"])
-    scaler.load_state_dict(state["scaler"])
+    saved = state["optimizer"]
+    fused = optimizer.defaults.get("fused")  # load_state_dict would take the saved run's flag with its groups
+    optimizer.load_state_dict({**saved, "param_groups": [{**g, "fused": fused} for g in saved["param_groups"]]})
+    if state["scaler"]:
+        scaler.load_state_dict(state["scaler"])
     for name, g in generators.items():
         g.set_state(state[f"rng_{name}"])
     torch.set_rng_state(state["rng_torch"])

@@ -9,6 +9,7 @@ condition". Every sampler takes a ``torch.Generator``: the same seed gives the s
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -114,7 +115,10 @@ def p_sample(
 
 
 def model_device(model) -> torch.device | None:
-    """Where a network's weights are (its first parameter's device); None for a function without parameters."""
+    """Where a network's weights are (its first parameter's device), also through the package's wrappers of a
+    network (``__wrapped__``: guidance-free conditioning, respacing, another objective, bfloat16); None for a
+    function without parameters."""
+    model = inspect.unwrap(model)
     parameters = getattr(model, "parameters", None)
     if callable(parameters):
         for p in parameters():
@@ -296,4 +300,5 @@ def respace(
         original_t = kept.to(t.device)[t]  # i -> S_i, the timestep the network was trained on
         return model(xt, original_t, **kwargs) if y is None else model(xt, original_t, y, **kwargs)
 
+    respaced_model.__wrapped__ = model  # model_device finds the network's weights through it
     return respaced_model, NoiseSchedule.from_betas(betas, kind=f"{schedule.kind}, respaced to {len(kept)} steps")

@@ -515,6 +515,7 @@ def in_bfloat16(model: Callable[..., torch.Tensor]) -> Callable[..., torch.Tenso
         with torch.autocast(device_type=x.device.type, dtype=torch.bfloat16):
             return model(x, t, *condition).float()
 
+    run.__wrapped__ = model  # samplers.model_device finds the network's weights through it
     return run
 
 
@@ -550,6 +551,7 @@ def sample_in_batches(
         spacing: the grid of "dpmpp-2m", "unipc" and "heun": one of ``SPACINGS`` or the timesteps themselves
             (``steps`` of them for "dpmpp-2m" and "unipc", largest first); None: each solver's default.
         shift: a flow model's grid of flow times moved towards the noise (``flow.shift_flow_time``; 1: even).
+        device: where to sample; None: where the model's weights are (``samplers.sampling_device``).
         precision: "fp32", or "bf16" to run the network (not the sampler's arithmetic) in bfloat16 under
             ``torch.autocast``: on a CPU with AVX512-BF16 about twice as fast, with the same accuracy and Frechet
             distance to the second decimal (benchmarks/README.md, "Few model evaluations"); on other CPUs it can

@@ -38,6 +38,12 @@ def _stand_in_ipython() -> None:
         sys.modules["IPython"], sys.modules["IPython.display"] = ipython, display
 
 
+def _wait_for_the_gpu() -> None:
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.cuda.is_available():
+        torch.cuda.synchronize()
+
+
 def code_cells(path: Path) -> list[tuple[int, str]]:
     """(index, source) of each code cell, without its IPython magics and shell lines (``%...``, ``!...``)."""
     cells = json.loads(path.read_text())["cells"]
@@ -60,7 +66,8 @@ def run(path: Path, log) -> bool:
     for index, source in code_cells(path):
         began = time.perf_counter()
         try:
-            exec(compile(source, f"{path.name}[{index}]", "exec"), namespace)
+            exec(compile(source, f"{path.name}[{index}]", "exec", dont_inherit=True), namespace)
+            _wait_for_the_gpu()  # its queued work belongs to this cell's time
             status = "ok"
         except Exception as error:  # later cells may not need this one: go on, and say so in the log
             status, ok = f"ERROR {type(error).__name__}: {str(error)[:300]}", False

@@ -218,16 +218,23 @@ def test_a_sampler_works_where_the_model_is_unless_told(name, monkeypatch):
     assert [d.type for d in seen] == ["meta", "cpu"]
 
     assert samplers.sampling_device(lambda x, t: x) == torch.device("cpu")
+    from ddpm_lessons.objectives import as_eps_model
+    from ddpm_lessons.superres import conditioned
+
+    wrapped = [conditioned(net, torch.zeros(2, 1, 4, 4)), as_eps_model(net, schedule, "v"), solvers.in_bfloat16(net),
+               samplers.respace(net, schedule, 10)[0], solvers.in_bfloat16(as_eps_model(net, schedule, "x0"))]  # fmt: skip
+    assert [samplers.sampling_device(m).type for m in wrapped] == ["meta"] * len(wrapped)
     assert samplers.sampling_device(lambda x, t: x, x_T=torch.zeros(1, device="meta")).type == "meta"
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
-def test_on_a_gpu_a_seed_gives_the_cpus_samples_and_q_sample_takes_a_cpu_generator():
+def test_on_a_gpu_a_seed_gives_the_cpus_samples_and_q_sample_takes_a_cpu_generator(monkeypatch):
     """Where a GPU is at hand: a model moved there samples there without ``device``, from the same x_T as on the
     CPU (drawn by a CPU generator), and q_sample draws a CPU generator's noise for x0 on the GPU."""
     from ddpm_lessons.forward import q_sample
     from ddpm_lessons.unet import UNet, UNetConfig
 
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)  # TF32 convolutions (Ampere on) round otherwise
     torch.manual_seed(0)
     net = UNet(UNetConfig(base_channels=8, channel_mults=(1, 2), attention_resolutions=(), dropout=0.0)).eval()
     schedule = NoiseSchedule.make("linear", 1000)

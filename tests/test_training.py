@@ -1,5 +1,6 @@
 """Training: it learns, resumes exactly, survives SIGKILL and SIGTERM, stops on NaN, names config mismatches."""
 
+import dataclasses
 import json
 import os
 import signal
@@ -443,6 +444,14 @@ def test_adamw_falls_back_where_the_fused_kernel_is_missing(monkeypatch):
     monkeypatch.setattr(torch.optim, "AdamW", without_fused)
     opt = training.adamw(torch.nn.Linear(2, 1).parameters(), lr=1e-3, weight_decay=0.0)
     assert not opt.defaults["fused"] and len(opt.param_groups[0]["params"]) == 2  # the parameters survive the retry
+    monkeypatch.setattr(torch.optim, "AdamW", real)
+
+    # a device without a fused kernel (as a CPU before torch 2.4) gets the default one, not a failure at step 1
+    import torch.utils._foreach_utils as foreach_utils
+
+    monkeypatch.setattr(foreach_utils, "_get_fused_kernels_supported_devices", lambda: ["cuda"])
+    opt = training.adamw(torch.nn.Linear(2, 1).parameters(), lr=1e-3, weight_decay=0.0)
+    assert not opt.defaults["fused"]
 
 
 def test_mixed_precision_is_float16_on_a_gpu_that_only_emulates_bfloat16(monkeypatch):
@@ -456,3 +465,32 @@ def test_mixed_precision_is_float16_on_a_gpu_that_only_emulates_bfloat16(monkeyp
         assert cuda_native_bf16(torch.device("cuda")) is native
     monkeypatch.setattr(torch.version, "hip", "6.0")
     assert cuda_native_bf16(torch.device("cuda"))
+
+
+def test_a_run_saved_with_the_unfused_adamw_resumes_with_the_fused_one(tmp_path, monkeypatch):
+    """A checkpoint written before AdamW became fused (or on a device without the kernel) resumes with the
+    optimizer this machine builds, and a gradient scaler saved while off leaves an enabled one as it was."""
+    from ddpm_lessons import runs, training
+
+    config = UNetConfig(base_channels=8, channel_mults=(1, 2), attention_resolutions=(), dropout=0.0)
+    train = TrainConfig(steps=4, batch_size=8, lr=1e-3, warmup_steps=1, checkpoint_every=2, log_every=2)
+    x = torch.rand(16, 1, 28, 28) * 2 - 1
+    real = training.adamw
+    monkeypatch.setattr(training, "adamw", lambda params, lr, weight_decay: torch.optim.AdamW(params, lr=lr))
+    first = Trainer(config, dataclasses.replace(train, steps=2), x, tmp_path, progress=False).train()
+    assert not first.optimizer.defaults["fused"]
+    monkeypatch.setattr(training, "adamw", real)
+    resumed = Trainer(config, train, x, tmp_path, resume=True, progress=False)
+    fused = resumed.optimizer.defaults["fused"]
+    assert resumed.step == 2 and resumed.optimizer.param_groups[0]["fused"] == fused
+    resumed.train()
+    assert resumed.step == 4
+
+    state = torch.load(tmp_path / "checkpoint.pt", weights_only=False)
+    assert state["scaler"] == {}  # off on a CPU
+    scaler = torch.amp.GradScaler("cpu", init_scale=8.0, enabled=True)
+    optimizer = training.adamw(resumed.model.parameters(), lr=1e-3, weight_decay=0.0)
+    runs.restore_state(
+        state, resumed.model, resumed.ema.model, optimizer, scaler, resumed._generators(), resumed.device
+    )
+    assert scaler.get_scale() == 8.0
