@@ -197,3 +197,10 @@ def test_time_cells_runs_a_lesson_as_a_script_and_logs_each_cell(tmp_path):
         [sys.executable, "scripts/time_cells.py", "notebooks/no_such.ipynb"], capture_output=True, text=True, cwd=ROOT
     )
     assert bad.returncode == 2 and "no such notebook: notebooks/no_such.ipynb" in bad.stderr
+
+
+def test_the_gpu_checks_script_parses():
+    """scripts/gpu_checks.sh runs only where a GPU is lent; here its shell syntax is checked."""
+    import subprocess
+
+    assert subprocess.run(["bash", "-n", str(ROOT / "scripts" / "gpu_checks.sh")]).returncode == 0
