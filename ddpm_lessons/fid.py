@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ddpm_lessons.metrics import frechet_with_floor
+from ddpm_lessons.samplers import model_device
 from ddpm_lessons.utils import is_offline
 
 FEATURE_KINDS = ("auto", "fid-inception", "inception", "random")
@@ -122,7 +123,7 @@ def image_features(
     if images.ndim != 4:
         raise ValueError(f"image_features needs images of shape (N, C, H, W), got {tuple(images.shape)}")
     if device is None:
-        device = next((p.device for p in extractor.parameters()), torch.device("cpu"))
+        device = model_device(extractor) or torch.device("cpu")
     else:
         extractor = extractor.to(device)
     feats = []

@@ -9,6 +9,7 @@ package's samplers, by name (``SAMPLERS``), as the command line's ``sample`` doe
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -193,6 +194,11 @@ def phi(k: int, z: float) -> float:
 B_FUNCTIONS = ("h", "expm1")  # UniC's B(h) with z = -h: "h" is B = z (bh1), "expm1" is B = e^z - 1 (bh2)
 
 
+def _check_b(b: str, caller: str) -> None:
+    if b not in B_FUNCTIONS:
+        raise ValueError(f"{caller}: unknown B(h) {b!r}; choose one of {', '.join(B_FUNCTIONS)}")
+
+
 def unic_step(
     schedule: NoiseSchedule,
     x_s: torch.Tensor,
@@ -217,8 +223,7 @@ def unic_step(
     predictor's is second; with the one at t alone, a = 1/2 (the trapezoidal rule; the UniPC authors' choice for the
     first step). ``b``: B(h) = z ("h", their bh1) or e^z - 1 ("expm1", bh2). All tensors (B, C, H, W).
     """
-    if b not in B_FUNCTIONS:
-        raise ValueError(f"unic_step: unknown B(h) {b!r}; choose one of {', '.join(B_FUNCTIONS)}")
+    _check_b(b, "unic_step")
     if not 0 <= t < t_s or (t_last is not None and not t_s < t_last < schedule.T):
         raise ValueError(f"unic_step goes backwards: need 0 <= t < t_s < t_last < T, got t={t}, t_s={t_s}, "
                          f"t_last={t_last}")  # fmt: skip
@@ -323,8 +328,7 @@ def unip_step(
     a last evaluation, and to t_prev = -1, the DDIM step with eta = 0 (as :func:`dpmpp_2m_step`). With B(h) = e^{-h}
     - 1 (``b="expm1"``) this is the step of DPM-Solver++(2M) (checked in tests/test_solvers.py); the UniPC authors'
     code defaults to B(h) = -h (``b="h"``). Arguments as :func:`dpmpp_2m_step`."""
-    if b not in B_FUNCTIONS:
-        raise ValueError(f"unip_step: unknown B(h) {b!r}; choose one of {', '.join(B_FUNCTIONS)}")
+    _check_b(b, "unip_step")
     _check_multistep(schedule, t, t_prev, x0_hat_last, t_last, "unip_step")
     if x0_hat_last is None or t_prev == -1:
         return dpmpp_2m_step(schedule, xt, x0_hat, t, t_prev)  # first order: the DDIM step, or x0_hat at the end
@@ -363,17 +367,10 @@ def sample_unipc(
     sample, as in :func:`sample_dpmpp_2m`, whose arguments and return value these are (the trajectory holds each
     visited point as corrected).
     """
-    if b not in B_FUNCTIONS:
-        raise ValueError(f"sample_unipc: unknown B(h) {b!r}; choose one of {', '.join(B_FUNCTIONS)}")
-
-    def predict(*args):
-        return unip_step(*args, b=b)
-
-    def correct(*args):
-        return unic_step(*args, b=b)
-
+    _check_b(b, "sample_unipc")  # before any evaluation
     return _multistep(model, schedule, shape, steps, y, guidance, clip_x0, generator, device, dtype, x_T,
-                      return_trajectory, progress, spacing, "sample_unipc", "UniPC", predict, correct)  # fmt: skip
+                      return_trajectory, progress, spacing, "sample_unipc", "UniPC", functools.partial(unip_step, b=b),
+                      functools.partial(unic_step, b=b))  # fmt: skip
 
 
 def heun_timesteps(
