@@ -17,6 +17,7 @@ the U-Net.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 
 import torch
@@ -34,3 +35,15 @@ def call_eps_model(eps_model: EpsModel, xt: torch.Tensor, t: torch.Tensor, y: to
             f"eps_model returned {got} for xt of shape {tuple(xt.shape)}; it must return eps of the same shape"
         )
     return eps
+
+
+def model_device(model) -> torch.device | None:
+    """Where a network's weights are (its first parameter's device), also through the package's wrappers of a
+    network (``__wrapped__``: guidance-free conditioning, respacing, another objective, bfloat16); None for a
+    function without parameters."""
+    model = inspect.unwrap(model)
+    parameters = getattr(model, "parameters", None)
+    if callable(parameters):
+        for p in parameters():
+            return p.device
+    return None

@@ -20,8 +20,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ddpm_lessons.eps_model import model_device
 from ddpm_lessons.metrics import frechet_with_floor
-from ddpm_lessons.samplers import model_device
 from ddpm_lessons.utils import is_offline
 
 FEATURE_KINDS = ("auto", "fid-inception", "inception", "random")

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ddpm_lessons.eps_model import EpsModel, call_eps_model
+from ddpm_lessons.eps_model import EpsModel, call_eps_model, model_device
 from ddpm_lessons.forward import check_x0, p_mean_from_eps, p_variance, q_posterior, q_sample
 from ddpm_lessons.schedules import NoiseSchedule
 
@@ -115,9 +115,13 @@ def vlb_terms(
         L = KL(q(x_T|x_0) || p(x_T)) + sum_{t>1} KL(q(x_{t-1}|x_t,x_0) || p(x_{t-1}|x_t)) - log p(x_0|x_1)
 
     The reverse mean comes from eps_model through Eq. (11); its variance is the fixed sigma_t^2
-    chosen by ``variance`` (see forward.p_variance). This calls eps_model T times on the batch.
+    chosen by ``variance`` (see forward.p_variance). This calls eps_model T times on the batch, on the device of
+    its weights (x0 and y are moved there; a function without weights gets them where they are).
     """
     check_x0(x0, "vlb_terms")
+    device = model_device(eps_model)
+    if device is not None:
+        x0, y = x0.to(device), (None if y is None else y.to(device))
     batch = x0.shape[0]
     # L_T: q(x_T | x_0) against the prior N(0, I); no parameters, so a constant near zero.
     alpha_bar_T = schedule.alpha_bar[-1].to(x0)

@@ -185,5 +185,5 @@ def as_eps_model(model: Callable[..., torch.Tensor], schedule: NoiseSchedule, ki
     def eps_model(xt: torch.Tensor, t: torch.Tensor, *condition: torch.Tensor) -> torch.Tensor:
         return x0_eps_from_prediction(schedule, xt, t, model(xt, t, *condition), kind)[1]
 
-    eps_model.__wrapped__ = model  # samplers.model_device finds the network's weights through it
+    eps_model.__wrapped__ = model  # eps_model.model_device finds the network's weights through it
     return eps_model

@@ -9,13 +9,12 @@ condition". Every sampler takes a ``torch.Generator``: the same seed gives the s
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 
-from ddpm_lessons.eps_model import NO_LABEL, call_eps_model
+from ddpm_lessons.eps_model import NO_LABEL, call_eps_model, model_device
 from ddpm_lessons.forward import (
     p_mean_from_eps,
     p_variance,
@@ -112,18 +111,6 @@ def p_sample(
         return out.mean  # Algorithm 2, line 3: z = 0 at the last step
     z = torch.randn(xt.shape, generator=generator, dtype=xt.dtype).to(xt.device)  # line 3
     return out.mean + (0.5 * out.log_variance).exp() * z  # Algorithm 2, line 4
-
-
-def model_device(model) -> torch.device | None:
-    """Where a network's weights are (its first parameter's device), also through the package's wrappers of a
-    network (``__wrapped__``: guidance-free conditioning, respacing, another objective, bfloat16); None for a
-    function without parameters."""
-    model = inspect.unwrap(model)
-    parameters = getattr(model, "parameters", None)
-    if callable(parameters):
-        for p in parameters():
-            return p.device
-    return None
 
 
 def sampling_device(model, device=None, x_T: torch.Tensor | None = None) -> torch.device:
@@ -300,5 +287,5 @@ def respace(
         original_t = kept.to(t.device)[t]  # i -> S_i, the timestep the network was trained on
         return model(xt, original_t, **kwargs) if y is None else model(xt, original_t, y, **kwargs)
 
-    respaced_model.__wrapped__ = model  # model_device finds the network's weights through it
+    respaced_model.__wrapped__ = model  # eps_model.model_device finds the network's weights through it
     return respaced_model, NoiseSchedule.from_betas(betas, kind=f"{schedule.kind}, respaced to {len(kept)} steps")

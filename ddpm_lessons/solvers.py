@@ -512,7 +512,7 @@ def in_bfloat16(model: Callable[..., torch.Tensor]) -> Callable[..., torch.Tenso
         with torch.autocast(device_type=x.device.type, dtype=torch.bfloat16):
             return model(x, t, *condition).float()
 
-    run.__wrapped__ = model  # samplers.model_device finds the network's weights through it
+    run.__wrapped__ = model  # eps_model.model_device finds the network's weights through it
     return run
 
 

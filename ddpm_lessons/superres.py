@@ -49,5 +49,5 @@ def conditioned(model: Callable[..., torch.Tensor], cond: torch.Tensor) -> Calla
             c = c.repeat(len(xt) // len(c), 1, 1, 1)
         return model(xt, t, y, cond=c)
 
-    eps_model.__wrapped__ = model  # samplers.model_device finds the network's weights through it
+    eps_model.__wrapped__ = model  # eps_model.model_device finds the network's weights through it
     return eps_model

@@ -32,7 +32,7 @@ cat "$out/machine.txt"
 
 # the GPU-only tests, in the FAST profile as every test runs (tests/conftest.py)
 "$python" -m pytest -q -p no:cacheprovider tests/test_samplers.py tests/test_text_and_latent.py \
-    -k "gpu or autoencoder" > "$out/tests.log" 2>&1
+    tests/test_losses.py -k "gpu or autoencoder" > "$out/tests.log" 2>&1
 echo "tests: exit $? ($(tail -n 1 "$out/tests.log"))"
 
 timeout -k 10 150 "$python" benchmarks/gpu_step.py --batch 64 256 > "$out/gpu_step.log" 2>&1

@@ -108,3 +108,49 @@ def test_l_simple_passes_labels_and_checks_model_output():
     assert seen["y"].tolist() == [3, 4]
     with pytest.raises(ValueError, match="eps_model returned .*same shape"):
         l_simple(lambda xt, t: xt[:, :, :2], s, x0)
+
+
+def test_the_bound_runs_where_the_model_is(monkeypatch):
+    """A network on another device than the images (on a GPU in lesson 02's FULL profile; here the 'meta' device
+    stands in for it, where no value can be checked, so q_sample's finiteness check is bypassed) gets x0 and y moved
+    to it; a function without weights gets them where they are."""
+    from ddpm_lessons import losses
+
+    net = torch.nn.Conv2d(1, 1, 1).to("meta")
+    seen = []
+
+    class Seen(Exception):
+        pass
+
+    def model(xt, t, y):
+        seen.append((xt.device.type, t.device.type, y.device.type))
+        raise Seen
+
+    model.__wrapped__ = net  # as the package's wrappers mark the network behind them
+    schedule = NoiseSchedule.make("linear", 3)
+    x0, y = torch.zeros(2, 1, 4, 4), torch.tensor([1, 2])
+    with monkeypatch.context() as patch, pytest.raises(Seen):
+        patch.setattr(losses, "q_sample", lambda schedule, x0, t, generator=None: x0 + 0 * t[:, None, None, None])
+        vlb_terms(model, schedule, x0, y=y, generator=torch.Generator().manual_seed(0))
+    assert seen == [("meta", "meta", "meta")]
+    seen.clear()
+    vlb_terms(lambda xt, t, y: seen.append(xt.device.type) or torch.zeros_like(xt), schedule, x0, y=y)
+    assert seen == ["cpu"] * 3
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_on_a_gpu_the_bound_of_a_gpu_model_on_cpu_digits_is_the_cpus(monkeypatch):
+    """Where a GPU is at hand (scripts/gpu_checks.sh runs this): bits_per_dim of a network moved there, given images
+    and a generator on the CPU, equals the bound computed on the CPU."""
+    from ddpm_lessons.unet import UNet, UNetConfig
+
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)  # TF32 convolutions (Ampere on) round otherwise
+    torch.manual_seed(0)
+    net = UNet(UNetConfig(base_channels=8, channel_mults=(1, 2), attention_resolutions=(), dropout=0.0)).eval()
+    torch.nn.init.normal_(net.conv_out.weight, std=0.1)  # zero-initialised: make the output depend on input
+    schedule = NoiseSchedule.make("linear", 50)
+    x0 = torch.rand(2, 1, 28, 28) * 2 - 1
+    on_cpu = bits_per_dim(net, schedule, x0, generator=torch.Generator().manual_seed(1))
+    on_gpu = bits_per_dim(net.cuda(), schedule, x0, generator=torch.Generator().manual_seed(1))
+    assert on_gpu.device.type == "cuda"
+    torch.testing.assert_close(on_gpu.cpu(), on_cpu, atol=1e-3, rtol=1e-4)
