@@ -67,6 +67,7 @@ def cmd_train(args) -> int:
         num_res_blocks=args.num_res_blocks,
         attention_resolutions=tuple(args.attention),
         dropout=args.dropout,
+        scale_shift=args.embedding == "scale-shift",
         num_classes=10 if args.conditional else None,
         cond_channels=channels if args.super_resolution else 0,
     )
@@ -151,6 +152,7 @@ RECIPE_OPTIONS = {
     "num_res_blocks": ("model", "num_res_blocks"),
     "attention": ("model", "attention_resolutions"),
     "dropout": ("model", "dropout"),
+    "embedding": ("model", "scale_shift"),
 }
 
 
@@ -177,6 +179,8 @@ def _fill_from_recipe(args) -> None:
                 continue
             recipe = DIGITS_RECIPE[part] if args.recipe else {}
             setattr(args, dest, recipe.get(field, defaults[part][field]))
+    if isinstance(args.embedding, bool):  # UNetConfig.scale_shift, from the recipe, the record or the defaults
+        args.embedding = "scale-shift" if args.embedding else "add"
     if isinstance(args.precision, bool):  # TrainConfig.cpu_bf16, from the recipe or the defaults
         from ddpm_lessons.solvers import native_bf16
         from ddpm_lessons.utils import get_device
@@ -528,6 +532,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="resolutions with self-attention",
     )
     t.add_argument("--dropout", type=fraction, default=None)
+    t.add_argument(
+        "--embedding",
+        choices=["add", "scale-shift"],
+        default=None,
+        help="how the time (and class) embedding enters each residual block: added to its features (Ho et al.), or "
+        "as a scale and a shift of its second GroupNorm's output (AdaGN, Dhariwal & Nichol 2021)",
+    )
     t.add_argument("--schedule", default=schedule_defaults.kind, choices=SCHEDULE_KINDS)
     t.add_argument("--T", type=positive_int, default=schedule_defaults.T)
     t.add_argument("--checkpoint-every", type=positive_int, default=train_defaults.checkpoint_every)

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ddpm_lessons.eps_model import NO_LABEL
-from ddpm_lessons.fused import norm_silu
+from ddpm_lessons.fused import dropout_keep_mask, norm_silu
 from ddpm_lessons.text import TextEncoder
 
 
@@ -39,6 +39,7 @@ class UNetConfig:
     attention_resolutions: tuple[int, ...] = (7,)  # side lengths that get self-attention
     attention_heads: int = 1  # Ho et al. use one head
     dropout: float = 0.1  # inside residual blocks (Ho et al.: 0.1 on CIFAR-10)
+    scale_shift: bool = False  # the embedding scales and shifts each block's second GroupNorm (AdaGN) instead of adding
     num_classes: int | None = None  # K adds a class embedding with K + 1 rows (the last: no label)
     text_conditioning: bool = False  # y is a prompt's token ids (B, L) read by a small text encoder (lesson 08)
     groups: int = 8  # GroupNorm groups; must divide every channel count
@@ -83,15 +84,21 @@ def timestep_embedding(t: torch.Tensor, dim: int, max_period: float = 10_000.0) 
 class ResBlock(nn.Module):
     """GroupNorm-SiLU-conv, add the projected embedding, GroupNorm-SiLU-dropout-conv, plus a skip.
 
+    With ``scale_shift`` the projected embedding is a pair (s, b) per channel that modulates the second
+    GroupNorm's output instead, AdaGN(h, emb) = (1 + s) GroupNorm(h) + b (Dhariwal & Nichol 2021, "Diffusion
+    models beat GANs on image synthesis", Sec. 3, with y_s = 1 + s; the "scale-shift norm" of Nichol & Dhariwal
+    2021): the time and the class then multiply the block's features, where the addition only moves them.
+
     ``self.dropout`` holds the probability and follows ``train()`` / ``eval()`` like any nn.Dropout; the
     dropout itself happens inside ``norm_silu``, which draws its mask more cheaply.
     """
 
-    def __init__(self, in_ch: int, out_ch: int, emb_dim: int, dropout: float, groups: int):
+    def __init__(self, in_ch: int, out_ch: int, emb_dim: int, dropout: float, groups: int, scale_shift: bool = False):
         super().__init__()
+        self.scale_shift = scale_shift
         self.norm1 = nn.GroupNorm(groups, in_ch)
         self.conv1 = nn.Conv2d(in_ch, out_ch, 3, padding=1)
-        self.emb_proj = nn.Linear(emb_dim, out_ch)
+        self.emb_proj = nn.Linear(emb_dim, 2 * out_ch if scale_shift else out_ch)
         self.norm2 = nn.GroupNorm(groups, out_ch)
         self.dropout = nn.Dropout(dropout)
         self.conv2 = nn.Conv2d(out_ch, out_ch, 3, padding=1)
@@ -99,10 +106,15 @@ class ResBlock(nn.Module):
 
     def forward(self, x: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
         h = self.conv1(norm_silu(self.norm1, x))  # conv1(silu(norm1(x))): (B, out_ch, H, W)
-        h = h + self.emb_proj(F.silu(emb))[:, :, None, None]  # time (and class) shift, per channel
+        projected = self.emb_proj(F.silu(emb))[:, :, None, None]  # (B, out_ch or 2 out_ch, 1, 1)
         p = self.dropout.p if self.training else 0.0
-        h = self.conv2(norm_silu(self.norm2, h, dropout=p))
-        return self.skip(x) + h
+        if self.scale_shift:
+            scale, shift = projected.chunk(2, dim=1)
+            h = F.silu(self.norm2(h) * (1 + scale) + shift)  # AdaGN (Dhariwal & Nichol 2021, Sec. 3), then SiLU
+            h = h * dropout_keep_mask(h.shape, p, h.device) / (1.0 - p) if p else h
+        else:
+            h = norm_silu(self.norm2, h + projected, dropout=p)  # time (and class) shift, per channel
+        return self.skip(x) + self.conv2(h)
 
 
 class SelfAttention(nn.Module):
@@ -163,7 +175,7 @@ class UNet(nn.Module):
         self.conv_in = nn.Conv2d(cfg.in_channels + cfg.cond_channels, ch, 3, padding=1)
 
         def block(in_ch: int, out_ch: int, size: int) -> nn.ModuleList:
-            layers = [ResBlock(in_ch, out_ch, emb_dim, cfg.dropout, groups)]
+            layers = [ResBlock(in_ch, out_ch, emb_dim, cfg.dropout, groups, cfg.scale_shift)]
             if size in cfg.attention_resolutions:
                 layers.append(SelfAttention(out_ch, cfg.attention_heads, groups))
             return nn.ModuleList(layers)
@@ -181,9 +193,9 @@ class UNet(nn.Module):
                 size //= 2
         self.mid = nn.ModuleList(
             [
-                ResBlock(cur, cur, emb_dim, cfg.dropout, groups),
+                ResBlock(cur, cur, emb_dim, cfg.dropout, groups, cfg.scale_shift),
                 SelfAttention(cur, cfg.attention_heads, groups),
-                ResBlock(cur, cur, emb_dim, cfg.dropout, groups),
+                ResBlock(cur, cur, emb_dim, cfg.dropout, groups, cfg.scale_shift),
             ]
         )
         # Up path: one more block per level than on the way down, each eating one skip.

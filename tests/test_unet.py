@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from ddpm_lessons.fused import dropout_keep_mask, norm_silu
-from ddpm_lessons.unet import SelfAttention, UNet, UNetConfig, count_parameters, timestep_embedding
+from ddpm_lessons.unet import ResBlock, SelfAttention, UNet, UNetConfig, count_parameters, timestep_embedding
 
 
 def test_timestep_embedding_matches_the_formula():
@@ -78,6 +78,65 @@ def test_self_attention_matches_torchs_multihead_attention(heads):
     tokens = attention.norm(x).flatten(2).transpose(1, 2)  # (B, HW, C)
     expected = x + reference(tokens, tokens, tokens, need_weights=False)[0].transpose(1, 2).reshape(x.shape)
     torch.testing.assert_close(attention(x), expected, atol=1e-5, rtol=1e-5)
+
+
+def _random_block(scale_shift: bool, dropout: float = 0.0) -> ResBlock:
+    torch.manual_seed(1)
+    block = ResBlock(8, 16, 12, dropout, groups=4, scale_shift=scale_shift)
+    for param in block.parameters():  # GroupNorm starts at weight 1, bias 0: move it off that too
+        torch.nn.init.normal_(param, std=0.3)
+    return block
+
+
+def test_scale_shift_block_is_adagn_written_out():
+    """AdaGN(h, emb) = (1 + s) GroupNorm(h) + b (Dhariwal & Nichol 2021, Sec. 3), from F.group_norm and plain
+    arithmetic, against the block; and in training mode with dropout, with the same mask."""
+    x, emb = torch.randn(3, 8, 14, 14), torch.randn(3, 12)
+
+    def by_hand(block, keep=None, p=0.0):
+        h = F.conv2d(F.silu(F.group_norm(x, 4, block.norm1.weight, block.norm1.bias)), block.conv1.weight,
+                     block.conv1.bias, padding=1)  # fmt: skip
+        s, b = (F.silu(emb) @ block.emb_proj.weight.T + block.emb_proj.bias).split(16, dim=1)
+        normed = F.group_norm(h, 4, block.norm2.weight, block.norm2.bias)
+        h = F.silu((1 + s[:, :, None, None]) * normed + b[:, :, None, None])
+        if keep is not None:
+            h = h * keep / (1 - p)
+        return F.conv2d(x, block.skip.weight, block.skip.bias) + F.conv2d(h, block.conv2.weight, block.conv2.bias,
+                                                                          padding=1)  # fmt: skip
+
+    block = _random_block(scale_shift=True).eval()
+    assert block.emb_proj.out_features == 32  # a scale and a shift per output channel
+    assert torch.allclose(block(x, emb), by_hand(block), atol=1e-5)
+
+    block = _random_block(scale_shift=True, dropout=0.3).train()
+    torch.manual_seed(5)
+    out = block(x, emb)
+    torch.manual_seed(5)
+    keep = dropout_keep_mask((3, 16, 14, 14), 0.3)
+    assert torch.allclose(out, by_hand(block, keep, 0.3), atol=1e-5)
+
+
+def test_scale_shift_with_no_embedding_is_the_additive_block_with_none():
+    """With the embedding's projection at zero, s = b = 0 and the additive shift is 0: the two blocks agree."""
+    x, emb = torch.randn(2, 8, 7, 7), torch.randn(2, 12)
+    ss, add = _random_block(scale_shift=True).eval(), _random_block(scale_shift=False).eval()
+    add.load_state_dict({k: v for k, v in ss.state_dict().items() if not k.startswith("emb_proj")}, strict=False)
+    for block in (ss, add):
+        torch.nn.init.zeros_(block.emb_proj.weight)
+        torch.nn.init.zeros_(block.emb_proj.bias)
+    assert torch.allclose(ss(x, emb), add(x, emb), atol=1e-6)
+
+
+def test_a_scale_shift_unet_depends_on_time_and_label_and_trains():
+    torch.manual_seed(0)
+    model = UNet(UNetConfig(base_channels=8, groups=4, num_classes=10, dropout=0.0, scale_shift=True))
+    torch.nn.init.normal_(model.conv_out.weight, std=0.1)  # zero-initialised: make the output depend on input
+    x = torch.randn(2, 1, 28, 28)
+    out = model(x, torch.tensor([10, 10]), torch.tensor([3, 3]))
+    assert not torch.allclose(out, model(x, torch.tensor([10, 10]), torch.tensor([4, 4])))
+    assert not torch.allclose(out, model(x, torch.tensor([900, 900]), torch.tensor([3, 3])))
+    out.square().mean().backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in model.label_emb.parameters())
 
 
 def test_sr3_conditioning_channels():
