@@ -7,8 +7,13 @@ operator name and approximate.
 
 Also times, in alternating rounds, the same number of bare steps (the network's forward, in the same precision, its
 backward and AdamW, nothing else), so that the per-step overhead of the trainer is read as a ratio, and the trainer's
-steps with PyTorch's default AdamW in place of the fused one that ``training.adamw`` picks where it can. Prints one
-JSON object.
+steps with PyTorch's default AdamW in place of the fused one that ``training.adamw`` picks where it can, and, with
+``--against``, the trainer's steps of a network with other settings, as JSON:
+
+    python benchmarks/step_profile.py --precision bf16 --objective flow --dropout 0 --rounds 4 \
+        --against '{"attention_resolutions": []}'
+
+Prints one JSON object.
 """
 
 import argparse
@@ -32,6 +37,8 @@ p.add_argument("--rounds", type=int, default=3)
 p.add_argument("--precision", choices=["fp32", "bf16"], default="fp32", help="TrainConfig.cpu_bf16 (recipe: bf16)")
 p.add_argument("--objective", choices=OBJECTIVES, default=DIGITS_RECIPE["train"].get("objective", "eps"))
 p.add_argument("--dropout", type=float, default=DIGITS_RECIPE["model"]["dropout"], help="inside the residual blocks")
+p.add_argument("--against", type=json.loads, default=None,
+               help="UNetConfig settings, as JSON, of a second network timed in the same rounds")  # fmt: skip
 args = p.parse_args()
 
 CATEGORIES = {  # profiler op name fragments -> category (first match wins)
@@ -59,6 +66,10 @@ unfused.optimizer = torch.optim.AdamW(
     unfused.model.parameters(), lr=unfused.config.lr, weight_decay=unfused.config.weight_decay
 )
 batch = train.get("batch_size", 64)
+against = None
+if args.against is not None:
+    against = Trainer(UNetConfig(**{**config.to_dict(), **args.against}), TrainConfig(**train), x, tempfile.mkdtemp(),
+                      labels=y, progress=False)  # fmt: skip
 
 
 def bare_step() -> None:
@@ -71,15 +82,17 @@ def bare_step() -> None:
     trainer.optimizer.step()
 
 
-for _ in range(5):  # warm-up
-    trainer.train_step(progress=0.0)
-    unfused.train_step(progress=0.0)
-timings = {"trainer": [], "bare": [], "trainer_default_adamw": []}
-steps = (
+steps = [
     ("trainer", lambda: trainer.train_step(progress=0.0)),
     ("bare", bare_step),
     ("trainer_default_adamw", lambda: unfused.train_step(progress=0.0)),
-)
+]
+if against is not None:
+    steps.append(("trainer_against", lambda: against.train_step(progress=0.0)))
+for _ in range(5):  # warm-up
+    for _, step in steps:
+        step()
+timings = {name: [] for name, _ in steps}
 for _ in range(args.rounds):
     for name, step in steps:
         start = time.perf_counter()
@@ -103,5 +116,7 @@ print(json.dumps({
     "trainer_over_bare": round(median["trainer"] / median["bare"], 3),
     "fused_adamw": trainer.optimizer.defaults["fused"],
     "default_adamw_over_fused": round(median["trainer_default_adamw"] / median["trainer"], 3),
+    **({"against": args.against, "against_over_trainer": round(median["trainer_against"] / median["trainer"], 3)}
+       if against is not None else {}),
     "share_of_profiled_time": {cat: round(v / total, 3) for cat, v in sorted(shares.items(), key=lambda kv: -kv[1])},
 }, indent=2))  # fmt: skip
