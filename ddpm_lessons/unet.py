@@ -86,8 +86,9 @@ class ResBlock(nn.Module):
 
     With ``scale_shift`` the projected embedding is a pair (s, b) per channel that modulates the second
     GroupNorm's output instead, AdaGN(h, emb) = (1 + s) GroupNorm(h) + b (Dhariwal & Nichol 2021, "Diffusion
-    models beat GANs on image synthesis", Sec. 3, with y_s = 1 + s; the "scale-shift norm" of Nichol & Dhariwal
-    2021): the time and the class then multiply the block's features, where the addition only moves them.
+    models beat GANs on image synthesis", Sec. 3, y_s GroupNorm(h) + y_b, written with y_s = 1 + s so that s = 0 leaves
+    the normalised features as they are): the time and the class then multiply the block's features, where the
+    addition only moves them.
 
     ``self.dropout`` holds the probability and follows ``train()`` / ``eval()`` like any nn.Dropout; the
     dropout itself happens inside ``norm_silu``, which draws its mask more cheaply.
