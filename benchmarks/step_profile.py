@@ -40,6 +40,8 @@ p.add_argument("--dropout", type=float, default=DIGITS_RECIPE["model"]["dropout"
 p.add_argument("--against", type=json.loads, default=None,
                help="UNetConfig settings, as JSON, of a second network timed in the same rounds")  # fmt: skip
 args = p.parse_args()
+if args.against is not None and not isinstance(args.against, dict):
+    p.error(f"--against takes UNetConfig settings as a JSON object, as '{{\"scale_shift\": true}}', got {args.against}")
 
 CATEGORIES = {  # profiler op name fragments -> category (first match wins)
     "convolution": ("convolution", "mkldnn_conv"),
