@@ -73,7 +73,7 @@ for batch in args.batch:
         sync()
     if device.type == "cuda":
         kernels = [e for e in prof.events() if e.device_type.name == "CUDA"]
-        busy_ms = sum(getattr(e, "device_time", None) or e.cuda_time for e in kernels) / 1000 / 10  # torch < 2.4
+        busy_ms = sum(e.device_time if hasattr(e, "device_time") else e.cuda_time for e in kernels) / 1000 / 10
         print(
             f"batch {batch}: {len(kernels) / 10:.0f} GPU kernels per step, running {busy_ms:.1f} ms of the step's "
             f"{1000 * wall:.1f} ms ({busy_ms / (1000 * wall):.0%})"

@@ -41,6 +41,12 @@ def dropout_keep_mask(shape: torch.Size | tuple[int, ...], p: float, device=None
     return (u >= round(p * 32768)).reshape(shape)
 
 
+def inverted_dropout(x: torch.Tensor, p: float) -> torch.Tensor:
+    """Inverted dropout (Srivastava et al. 2014) with the mask of :func:`dropout_keep_mask`: each element kept with
+    probability 1 - p and scaled by 1 / (1 - p), so E[out] = x; x itself for p = 0."""
+    return x * dropout_keep_mask(x.shape, p, x.device) / (1.0 - p) if p else x
+
+
 class _GroupNormSiLU(torch.autograd.Function):
     """dropout(silu(group_norm(x))) that keeps only x (and a bool mask) for the backward pass.
 
@@ -93,5 +99,4 @@ def norm_silu(norm: nn.GroupNorm, x: torch.Tensor, dropout: float = 0.0) -> torc
     """
     if torch.is_grad_enabled() and (x.requires_grad or norm.weight.requires_grad):
         return _GroupNormSiLU.apply(x, norm.weight, norm.bias, norm.num_groups, norm.eps, dropout)
-    out = F.silu(norm(x))
-    return out * dropout_keep_mask(out.shape, dropout, out.device) / (1.0 - dropout) if dropout else out
+    return inverted_dropout(F.silu(norm(x)), dropout)

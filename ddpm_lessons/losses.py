@@ -116,10 +116,11 @@ def vlb_terms(
 
     The reverse mean comes from eps_model through Eq. (11); its variance is the fixed sigma_t^2
     chosen by ``variance`` (see forward.p_variance). This calls eps_model T times on the batch, on the device of
-    its weights (x0 and y are moved there; a function without weights gets them where they are).
+    its weights (x0 and y are moved there; a function without weights gets them where they are); the terms come
+    back on x0's device.
     """
     check_x0(x0, "vlb_terms")
-    device = model_device(eps_model)
+    home, device = x0.device, model_device(eps_model)
     if device is not None:
         x0, y = x0.to(device), (None if y is None else y.to(device))
     batch = x0.shape[0]
@@ -142,7 +143,7 @@ def vlb_terms(
             true_mean, _, true_log_var = q_posterior(schedule, x0, xt, t)  # Eqs. (6)-(7)
             kls.append(normal_kl(true_mean, true_log_var, mean, log_var).flatten(1).sum(1))
     L_t_minus_1 = torch.stack(kls, dim=1) if kls else torch.zeros(batch, 0, dtype=x0.dtype, device=x0.device)
-    return VLBTerms(L_T=L_T, L_t_minus_1=L_t_minus_1, L_0=L_0)
+    return VLBTerms(L_T=L_T.to(home), L_t_minus_1=L_t_minus_1.to(home), L_0=L_0.to(home))
 
 
 def bits_per_dim(

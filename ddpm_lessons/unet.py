@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ddpm_lessons.eps_model import NO_LABEL
-from ddpm_lessons.fused import dropout_keep_mask, norm_silu
+from ddpm_lessons.fused import inverted_dropout, norm_silu
 from ddpm_lessons.text import TextEncoder
 
 
@@ -111,8 +111,7 @@ class ResBlock(nn.Module):
         p = self.dropout.p if self.training else 0.0
         if self.scale_shift:
             scale, shift = projected.chunk(2, dim=1)
-            h = F.silu(self.norm2(h) * (1 + scale) + shift)  # AdaGN (Dhariwal & Nichol 2021, Sec. 3), then SiLU
-            h = h * dropout_keep_mask(h.shape, p, h.device) / (1.0 - p) if p else h
+            h = inverted_dropout(F.silu(self.norm2(h) * (1 + scale) + shift), p)  # AdaGN (Dhariwal & Nichol, Sec. 3)
         else:
             h = norm_silu(self.norm2, h + projected, dropout=p)  # time (and class) shift, per channel
         return self.skip(x) + self.conv2(h)
