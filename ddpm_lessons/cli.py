@@ -68,6 +68,7 @@ def cmd_train(args) -> int:
         attention_resolutions=tuple(args.attention),
         dropout=args.dropout,
         scale_shift=args.embedding == "scale-shift",
+        zero_init_residual=args.residual_init == "zero",
         num_classes=10 if args.conditional else None,
         cond_channels=channels if args.super_resolution else 0,
     )
@@ -153,6 +154,7 @@ RECIPE_OPTIONS = {
     "attention": ("model", "attention_resolutions"),
     "dropout": ("model", "dropout"),
     "embedding": ("model", "scale_shift"),
+    "residual_init": ("model", "zero_init_residual"),
 }
 
 
@@ -181,6 +183,8 @@ def _fill_from_recipe(args) -> None:
             setattr(args, dest, recipe.get(field, defaults[part][field]))
     if isinstance(args.embedding, bool):  # UNetConfig.scale_shift, from the recipe, the record or the defaults
         args.embedding = "scale-shift" if args.embedding else "add"
+    if isinstance(args.residual_init, bool):  # UNetConfig.zero_init_residual, likewise
+        args.residual_init = "zero" if args.residual_init else "default"
     if isinstance(args.precision, bool):  # TrainConfig.cpu_bf16, from the recipe or the defaults
         from ddpm_lessons.solvers import native_bf16
         from ddpm_lessons.utils import get_device
@@ -538,6 +542,14 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="how the time (and class) embedding enters each residual block: added to its features (Ho et al.), or "
         "as a scale and a shift of its second GroupNorm's output (AdaGN, Dhariwal & Nichol 2021)",
+    )
+    t.add_argument(
+        "--residual-init",
+        choices=["default", "zero"],
+        default=None,
+        help="zero: each residual block's last convolution and each attention's output projection start at zero, so "
+        "that every block starts as its skip path (the code of Ho et al. 2020; the recipe's on digits); default: "
+        "PyTorch's initialisation for them too",
     )
     t.add_argument("--schedule", default=schedule_defaults.kind, choices=SCHEDULE_KINDS)
     t.add_argument("--T", type=positive_int, default=schedule_defaults.T)

@@ -40,6 +40,7 @@ class UNetConfig:
     attention_heads: int = 1  # Ho et al. use one head
     dropout: float = 0.1  # inside residual blocks (Ho et al.: 0.1 on CIFAR-10)
     scale_shift: bool = False  # the embedding scales and shifts each block's second GroupNorm (AdaGN) instead of adding
+    zero_init_residual: bool = False  # each block's last convolution and each attention's output start at zero
     num_classes: int | None = None  # K adds a class embedding with K + 1 rows (the last: no label)
     text_conditioning: bool = False  # y is a prompt's token ids (B, L) read by a small text encoder (lesson 08)
     groups: int = 8  # GroupNorm groups; must divide every channel count
@@ -211,6 +212,20 @@ class UNet(nn.Module):
         self.conv_out = nn.Conv2d(cur, cfg.out_channels or cfg.in_channels, 3, padding=1)
         nn.init.zeros_(self.conv_out.weight)  # start as "predict zero noise": a stable first step
         nn.init.zeros_(self.conv_out.bias)
+        if cfg.zero_init_residual:
+            self._zero_residual_branches()
+
+    def _zero_residual_branches(self) -> None:
+        """Start every residual block as its skip path and every attention layer as the identity: zero the last layer
+        of each branch, as the code released with Ho et al. 2020 initialises its blocks' ``conv2`` and its attention's
+        ``proj_out`` (``init_scale=0.``). The layers before it in a branch get gradients once it has moved, from the
+        next update on. Done after every layer drew its default weights, so that the others draw the same random
+        numbers with the option as without it."""
+        last_layers = [m.conv2 for m in self.modules() if isinstance(m, ResBlock)]
+        last_layers += [m.proj for m in self.modules() if isinstance(m, SelfAttention)]
+        for layer in last_layers:
+            nn.init.zeros_(layer.weight)
+            nn.init.zeros_(layer.bias)
 
     @property
     def num_classes(self) -> int | None:

@@ -139,6 +139,61 @@ def test_a_scale_shift_unet_depends_on_time_and_label_and_trains():
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in model.label_emb.parameters())
 
 
+def _blocks(model: UNet) -> tuple[list[ResBlock], list[SelfAttention]]:
+    return [m for m in model.modules() if isinstance(m, ResBlock)], [
+        m for m in model.modules() if isinstance(m, SelfAttention)
+    ]
+
+
+def test_zero_init_residual_starts_each_block_as_its_skip_path_and_changes_nothing_else():
+    """With zero_init_residual every residual block returns its skip path's output, whatever the embedding, and every
+    attention layer returns its input; every other weight is the one the default initialisation draws."""
+    config = {"base_channels": 8, "groups": 4, "num_classes": 10, "dropout": 0.0}
+    torch.manual_seed(0)
+    default = UNet(UNetConfig(**config))
+    torch.manual_seed(0)
+    zeroed = UNet(UNetConfig(**config, zero_init_residual=True))
+    resblocks, attentions = _blocks(zeroed)
+    assert len(resblocks) == 11 and len(attentions) == 4  # 3 down, 2 in the middle, 6 up; the middle's and at 7 x 7
+    last = set()  # the state-dict keys of the zeroed layers
+    for name, module in zeroed.named_modules():
+        layer = "conv2" if isinstance(module, ResBlock) else "proj" if isinstance(module, SelfAttention) else None
+        if layer:
+            last |= {f"{name}.{layer}.weight", f"{name}.{layer}.bias"}
+    assert len(last) == 2 * (11 + 4)
+    for key, value in zeroed.state_dict().items():
+        if key in last:
+            assert not value.any() and default.state_dict()[key].any(), key
+        else:
+            assert torch.equal(value, default.state_dict()[key]), key
+    for block, plain in zip(resblocks, _blocks(default)[0], strict=True):
+        x, emb = torch.randn(2, block.conv1.in_channels, 7, 7), torch.randn(2, block.emb_proj.in_features)
+        assert torch.equal(block(x, emb), block.skip(x))
+        assert not torch.allclose(plain(x, emb), plain.skip(x))  # the default block is not its skip path
+    for attention in attentions:
+        x = torch.randn(2, attention.norm.num_channels, 7, 7)
+        assert torch.equal(attention(x), x)
+
+
+def test_a_zero_initialised_unet_reaches_every_layer_by_its_third_update():
+    """The output layer and the blocks' last layers start at zero, so the first gradient reaches only the output
+    layer, the second the blocks' last layers, and the third every parameter: nothing stays stuck at zero."""
+    torch.manual_seed(0)
+    model = UNet(UNetConfig(base_channels=8, groups=4, dropout=0.0, zero_init_residual=True))
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    x, t, target = torch.randn(4, 1, 28, 28), torch.tensor([5, 200, 500, 900]), torch.randn(4, 1, 28, 28)
+    reached = []
+    for _ in range(3):
+        optimizer.zero_grad()
+        (model(x, t) - target).square().mean().backward()
+        reached.append({name for name, p in model.named_parameters() if p.grad is not None and p.grad.any()})
+        optimizer.step()
+    everything = {name for name, _ in model.named_parameters()}
+    assert reached[0] == {"conv_out.weight", "conv_out.bias"}
+    assert {n for n in everything if n.endswith((".conv2.weight", ".proj.weight"))} <= reached[1] != everything
+    assert reached[2] == everything
+
+
 def test_sr3_conditioning_channels():
     model = UNet(UNetConfig(base_channels=8, groups=4, cond_channels=1))
     x = torch.randn(2, 1, 28, 28)
