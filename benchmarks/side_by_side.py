@@ -92,8 +92,7 @@ def ours() -> None:
         print(json.dumps({"seed": seed, **metrics}), flush=True)
         if seed == 0:
             seconds_per_1000 = round(seconds * 1000 / args.n, 1)
-            others = {args.n_other[RECIPES.index(name)] for name in args.recipes if name in RECIPES}
-            for n in sorted(others):  # the same samples at the counts of the other recipes asked for: rows at one n
+            for n in sorted(set(args.n_other)):  # the same samples at the other recipes' counts: rows compare at one n
                 score(images[:n], labels[:n], sampling_seconds_per_1000=seconds_per_1000, seeds=1, **common)
     varying = ("conditional_accuracy", "diversity", "frechet_distance", "frechet_ratio", "sampling_seconds")
     per_seed = {key: [d[key] for d in draws] for key in varying if key in draws[0]}

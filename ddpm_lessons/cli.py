@@ -548,8 +548,8 @@ def build_parser() -> argparse.ArgumentParser:
         choices=["default", "zero"],
         default=None,
         help="zero: each residual block's last convolution and each attention's output projection start at zero, so "
-        "that every block starts as its skip path (the code of Ho et al. 2020; the recipe's on digits); default: "
-        "PyTorch's initialisation for them too",
+        "that every block starts as its skip path (the code of Ho et al. 2020); default: PyTorch's initialisation "
+        "for them too (the recipe's on digits)",
     )
     t.add_argument("--schedule", default=schedule_defaults.kind, choices=SCHEDULE_KINDS)
     t.add_argument("--T", type=positive_int, default=schedule_defaults.T)

@@ -176,8 +176,9 @@ def test_zero_init_residual_starts_each_block_as_its_skip_path_and_changes_nothi
 
 
 def test_a_zero_initialised_unet_reaches_every_layer_by_its_third_update():
-    """The output layer and the blocks' last layers start at zero, so the first gradient reaches only the output
-    layer, the second the blocks' last layers, and the third every parameter: nothing stays stuck at zero."""
+    """The output layer and the blocks' last layers start at zero. The first gradient reaches only the output layer;
+    the second the blocks' last layers and the skip path (input convolution, skips, resampling, last norm), but not the
+    layers inside a branch before its zeroed last layer; the third every parameter: nothing stays stuck at zero."""
     torch.manual_seed(0)
     model = UNet(UNetConfig(base_channels=8, groups=4, dropout=0.0, zero_init_residual=True))
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
@@ -190,7 +191,12 @@ def test_a_zero_initialised_unet_reaches_every_layer_by_its_third_update():
         optimizer.step()
     everything = {name for name, _ in model.named_parameters()}
     assert reached[0] == {"conv_out.weight", "conv_out.bias"}
-    assert {n for n in everything if n.endswith((".conv2.weight", ".proj.weight"))} <= reached[1] != everything
+    inside_branches = {
+        n for n in everything if any(k in n for k in (".conv1.", ".norm1.", ".norm2.", ".emb_proj.", ".qkv."))
+    }
+    last_layers = {n for n in everything if n.endswith((".conv2.weight", ".proj.weight"))}
+    assert len(last_layers) == 15 and last_layers <= reached[1]
+    assert not inside_branches & reached[1] and not any(n.startswith("time_mlp.") for n in reached[1])
     assert reached[2] == everything
 
 
