@@ -117,13 +117,18 @@ def cmd_train(args) -> int:
         **_super_resolution(args.super_resolution, size),
     )
     if trainer._done():
+        trainer.world.close()
         print(f"{args.out} is already at step {trainer.step} after {trainer.seconds / 60:.1f} min (--steps "
               f"{args.steps}, --minutes {args.minutes or 0:g}); raise them to train more")  # fmt: skip
         return 0
+    diverged = None
     try:
         trainer.train()
     except TrainingDiverged as err:
-        print(f"error: {err}", file=sys.stderr)
+        diverged = err
+    trainer.world.close()  # every rank gets here together: they share the loss and the signal to stop
+    if diverged is not None:
+        print(f"error: {diverged}", file=sys.stderr)
         return 2
     if trainer.interrupted:
         return 128 + int(getattr(signal, trainer.interrupted))

@@ -65,6 +65,13 @@ class World:
         if self.size > 1:
             dist.barrier()
 
+    def close(self) -> None:
+        """Leave the process group, once every rank has finished. A process that exits still in a gloo group can
+        abort while the interpreter shuts down ("terminate called without an active exception"), as gloo's worker
+        threads outlive it; destroying the group first stops them while Python is still whole."""
+        if self.size > 1 and dist.is_initialized():
+            dist.destroy_process_group()
+
 
 def init_from_env() -> World:
     """Join the process group that torchrun describes in the environment, once; a World of one otherwise.

@@ -49,3 +49,20 @@ def test_two_processes_match_one_with_the_same_global_batch(tmp_path):
 def test_a_batch_that_does_not_split_is_refused(tmp_path):
     run = _train(tmp_path / "odd", 2, ["--batch-size", "7"])
     assert run.returncode != 0 and "must be a multiple of the 2 processes" in run.stderr
+
+
+def test_close_leaves_the_process_group_and_a_world_of_one_has_none(tmp_path):
+    """`train` closes its World when every rank is done: a process that exits still in a gloo group can abort at
+    interpreter shutdown. A group of one stands in for torchrun's here."""
+    import torch.distributed as dist
+
+    from ddpm_lessons.distributed import World
+
+    World().close()  # one process: no group to leave, nothing raised
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1)
+    try:
+        World(rank=0, size=2).close()
+        assert not dist.is_initialized()
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
