@@ -67,8 +67,8 @@ def cmd_train(args) -> int:
         num_res_blocks=args.num_res_blocks,
         attention_resolutions=tuple(args.attention),
         dropout=args.dropout,
-        scale_shift=args.embedding == "scale-shift",
-        zero_init_residual=args.residual_init == "zero",
+        scale_shift=args.embedding == SWITCHES["embedding"][1],
+        zero_init_residual=args.residual_init == SWITCHES["residual_init"][1],
         num_classes=10 if args.conditional else None,
         cond_channels=channels if args.super_resolution else 0,
     )
@@ -161,6 +161,8 @@ RECIPE_OPTIONS = {
     "embedding": ("model", "scale_shift"),
     "residual_init": ("model", "zero_init_residual"),
 }
+# The recipe options that switch a UNetConfig flag, named on the command line: dest -> (name when off, name when on).
+SWITCHES = {"embedding": ("add", "scale-shift"), "residual_init": ("default", "zero")}
 
 
 def _fill_from_recipe(args) -> None:
@@ -186,10 +188,9 @@ def _fill_from_recipe(args) -> None:
                 continue
             recipe = DIGITS_RECIPE[part] if args.recipe else {}
             setattr(args, dest, recipe.get(field, defaults[part][field]))
-    if isinstance(args.embedding, bool):  # UNetConfig.scale_shift, from the recipe, the record or the defaults
-        args.embedding = "scale-shift" if args.embedding else "add"
-    if isinstance(args.residual_init, bool):  # UNetConfig.zero_init_residual, likewise
-        args.residual_init = "zero" if args.residual_init else "default"
+    for dest, names in SWITCHES.items():  # a flag from the recipe, the record or the defaults: its name
+        if isinstance(getattr(args, dest), bool):
+            setattr(args, dest, names[int(getattr(args, dest))])
     if isinstance(args.precision, bool):  # TrainConfig.cpu_bf16, from the recipe or the defaults
         from ddpm_lessons.solvers import native_bf16
         from ddpm_lessons.utils import get_device
@@ -543,14 +544,14 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--dropout", type=fraction, default=None)
     t.add_argument(
         "--embedding",
-        choices=["add", "scale-shift"],
+        choices=SWITCHES["embedding"],
         default=None,
         help="how the time (and class) embedding enters each residual block: added to its features (Ho et al.), or "
         "as a scale and a shift of its second GroupNorm's output (AdaGN, Dhariwal & Nichol 2021)",
     )
     t.add_argument(
         "--residual-init",
-        choices=["default", "zero"],
+        choices=SWITCHES["residual_init"],
         default=None,
         help="zero: each residual block's last convolution and each attention's output projection start at zero, so "
         "that every block starts as its skip path (the code of Ho et al. 2020); default: PyTorch's initialisation "

@@ -92,7 +92,8 @@ class ResBlock(nn.Module):
     addition only moves them.
 
     ``self.dropout`` holds the probability and follows ``train()`` / ``eval()`` like any nn.Dropout; the
-    dropout itself happens inside ``norm_silu``, which draws its mask more cheaply.
+    dropout itself happens inside ``norm_silu`` (with AdaGN, ``inverted_dropout``), which draw their mask more
+    cheaply.
     """
 
     def __init__(self, in_ch: int, out_ch: int, emb_dim: int, dropout: float, groups: int, scale_shift: bool = False):

@@ -281,3 +281,26 @@ def test_a_resume_takes_untold_options_from_the_run_itself_not_the_recipe(tmp_pa
     assert (record["train"]["objective"], record["train"]["lr"], record["train"]["cpu_bf16"]) == ("eps", 1e-3, False)
     assert record["model"]["scale_shift"] is True  # the weights of its AdaGN blocks load back into AdaGN blocks
     assert record["model"]["zero_init_residual"] is True  # how it started, though a resume loads its weights
+
+
+def test_train_leaves_its_process_group_however_the_run_ends(tmp_path, monkeypatch):
+    """Under torchrun every rank must leave the gloo group before it exits (distributed.World.close): after a run,
+    after a run that diverged, and when the run was already done. One process stands in; the call is what counts."""
+    from ddpm_lessons.distributed import World
+    from ddpm_lessons.training import Trainer, TrainingDiverged
+
+    closed = []
+    monkeypatch.setattr(World, "close", lambda self: closed.append(True))
+
+    def train(out, *more):
+        return main(["train", "--conditional", "--objective", "eps", "--steps", "1", "--out", str(tmp_path / out),
+                     *more, *TINY_ARGS])  # fmt: skip
+
+    assert train("run") == 0 and closed == [True]
+    assert train("run", "--resume") == 0 and closed == [True] * 2  # already at its steps: the group still left
+
+    def diverge(self):
+        raise TrainingDiverged("loss became nan")
+
+    monkeypatch.setattr(Trainer, "train", diverge)
+    assert train("nan") == 2 and closed == [True] * 3
