@@ -56,7 +56,7 @@ def run_doctor() -> int:
         "python benchmarks/train_classifier.py",
     )
     for path, what in (
-        (PRETRAINED_MNIST, "pretrained MNIST model (lessons 04-07, the demo)"),
+        (PRETRAINED_MNIST, "pretrained MNIST model (lessons 04-07, 10, 11, the demo)"),
         (PRETRAINED_SR7, "super-resolution model (lesson 07)"),
         (PRETRAINED_AUTOENCODER, "autoencoder (lesson 08)"),
         (PRETRAINED_LATENT_TEXT, "latent text model (lesson 08)"),

@@ -498,7 +498,7 @@ PRECISIONS = ("fp32", "bf16")  # what sample_in_batches (and `sample --precision
 
 def native_bf16(device: torch.device | str = "cpu") -> bool:
     """Whether ``device`` is a CPU that computes in bfloat16 natively (AVX512-BF16 or AMX), where bf16 sampling is
-    about twice as fast as float32; elsewhere (older CPUs, GPUs here) `sample --precision auto` keeps float32."""
+    up to three times as fast as float32; elsewhere (older CPUs, GPUs here) `sample --precision auto` keeps float32."""
     if torch.device(device).type != "cpu":
         return False
     probes = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")  # private in torch.cpu; absent: not native
@@ -550,7 +550,7 @@ def sample_in_batches(
         shift: a flow model's grid of flow times moved towards the noise (``flow.shift_flow_time``; 1: even).
         device: where to sample; None: where the model's weights are (``samplers.sampling_device``).
         precision: "fp32", or "bf16" to run the network (not the sampler's arithmetic) in bfloat16 under
-            ``torch.autocast``: on a CPU with AVX512-BF16 about twice as fast, with the same accuracy and Frechet
+            ``torch.autocast``: on a CPU with AVX512-BF16 up to three times as fast, with the same accuracy and Frechet
             distance to the second decimal (benchmarks/README.md, "Few model evaluations"); on other CPUs it can
             be slower.
 
