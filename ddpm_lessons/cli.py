@@ -89,6 +89,7 @@ def cmd_train(args) -> int:
         warmup_steps=args.warmup,
         lr_decay=args.lr_decay,
         ema_decay=args.ema_decay,
+        adam_beta2=args.adam_beta2,
         label_dropout=args.label_dropout,
         amp=not args.no_amp,
         compile=args.compile,
@@ -153,6 +154,7 @@ RECIPE_OPTIONS = {
     "lr_decay": ("train", "lr_decay"),
     "warmup": ("train", "warmup_steps"),
     "ema_decay": ("train", "ema_decay"),
+    "adam_beta2": ("train", "adam_beta2"),
     "base_channels": ("model", "base_channels"),
     "channel_mults": ("model", "channel_mults"),
     "num_res_blocks": ("model", "num_res_blocks"),
@@ -401,7 +403,7 @@ def nonnegative_float(text: str) -> float:
 
 
 def fraction(text: str) -> float:
-    """A rate in [0, 1): dropout, label dropout, EMA decay."""
+    """A rate in [0, 1): dropout, label dropout, EMA decay, AdamW's beta2."""
     value = _real(text)
     if not 0 <= value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 0 and below 1, got {value:g}")
@@ -529,6 +531,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="the EMA's decay d (default: 0.999 on digits, else 0.9999); its warm-up, min(d, (1 + step) / (10 + "
         "step)), reaches d at step (10 d - 1) / (1 - d), 8,990 for 0.999: before that the warm-up sets the average, "
         "whose mean age is about a tenth of the steps",
+    )
+    t.add_argument(
+        "--adam-beta2",
+        type=fraction,
+        default=None,
+        help="AdamW's second-moment decay; its betas are (0.9, this) (default 0.999, PyTorch's, the recipe's too)",
     )
     t.add_argument("--label-dropout", type=fraction, default=train_defaults.label_dropout)
     t.add_argument("--base-channels", type=positive_int, default=None)

@@ -41,13 +41,14 @@ def capture_state(model, ema_model, optimizer, scaler, generators: dict[str, tor
 def restore_state(state: dict, model, ema_model, optimizer, scaler, generators: dict[str, torch.Generator],
                   device: torch.device) -> int:  # fmt: skip
     """Put a captured state back in place; returns its step. The optimizer keeps its own implementation (fused or
-    not: a state saved by one resumes in the other), and a gradient scaler saved while off (bfloat16 or float32)
-    leaves an enabled one at its initial scale."""
+    not: a state saved by one resumes in the other) and its own betas (as with the learning rate, what the resumed
+    run is told wins), and a gradient scaler saved while off (bfloat16 or float32) leaves an enabled one at its
+    initial scale."""
     model.load_state_dict(state["model"])
     ema_model.load_state_dict(state["ema"])
     saved = state["optimizer"]
-    fused = optimizer.defaults.get("fused")  # load_state_dict would take the saved run's flag with its groups
-    optimizer.load_state_dict({**saved, "param_groups": [{**g, "fused": fused} for g in saved["param_groups"]]})
+    own = {"fused": optimizer.defaults.get("fused"), "betas": optimizer.defaults["betas"]}  # not the saved run's
+    optimizer.load_state_dict({**saved, "param_groups": [{**g, **own} for g in saved["param_groups"]]})
     if state["scaler"]:
         scaler.load_state_dict(state["scaler"])
     for name, g in generators.items():

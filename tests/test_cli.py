@@ -271,14 +271,15 @@ def test_a_resume_takes_untold_options_from_the_run_itself_not_the_recipe(tmp_pa
     checkpoint's record (objective, learning rate, precision, ...), and what is told still wins."""
     run = tmp_path / "run"
     first = ["train", "--conditional", "--objective", "eps", "--lr", "1e-3", "--precision", "fp32", "--steps", "2",
-             "--embedding", "scale-shift", "--residual-init", "zero", "--checkpoint-every", "2", "--out", str(run),
-             *TINY_ARGS]  # fmt: skip
+             "--embedding", "scale-shift", "--residual-init", "zero", "--adam-beta2", "0.99", "--checkpoint-every", "2",
+             "--out", str(run), *TINY_ARGS]  # fmt: skip
     assert main(first) == 0
     assert main(["train", "--conditional", "--steps", "3", "--checkpoint-every", "3", "--resume", "--out", str(run),
                  *TINY_ARGS]) == 0  # fmt: skip
     record = json.loads((run / "model.json").read_text())
     assert record["step"] == 3
     assert (record["train"]["objective"], record["train"]["lr"], record["train"]["cpu_bf16"]) == ("eps", 1e-3, False)
+    assert record["train"]["adam_beta2"] == 0.99
     assert record["model"]["scale_shift"] is True  # the weights of its AdaGN blocks load back into AdaGN blocks
     assert record["model"]["zero_init_residual"] is True  # how it started, though a resume loads its weights
 

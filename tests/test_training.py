@@ -406,7 +406,8 @@ def test_ema_refuses_a_model_of_another_shape():
         ema.update(torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.Linear(2, 1)), step=0)
 
 
-def test_adamw_matches_the_update_written_out():
+@pytest.mark.parametrize("b2", [0.999, 0.99])
+def test_adamw_matches_the_update_written_out(b2):
     """training.adamw (fused where available) against AdamW written out (Loshchilov & Hutter 2019, Alg. 2 with
     Adam's bias corrections): five steps on fixed gradients, weight decay applied to the weights directly."""
     from ddpm_lessons.training import adamw
@@ -414,8 +415,8 @@ def test_adamw_matches_the_update_written_out():
     torch.manual_seed(0)
     w = torch.randn(7, 3, requires_grad=True)
     grads = [torch.randn(7, 3) for _ in range(5)]
-    lr, wd, (b1, b2), eps = 1e-2, 0.1, (0.9, 0.999), 1e-8
-    opt = adamw([w], lr=lr, weight_decay=wd)
+    lr, wd, b1, eps = 1e-2, 0.1, 0.9, 1e-8
+    opt = adamw([w], lr=lr, weight_decay=wd, beta2=b2)
     ref, m, v = (
         w.detach().clone().double(),
         torch.zeros(7, 3, dtype=torch.float64),
@@ -476,7 +477,7 @@ def test_a_run_saved_with_the_unfused_adamw_resumes_with_the_fused_one(tmp_path,
     train = TrainConfig(steps=4, batch_size=8, lr=1e-3, warmup_steps=1, checkpoint_every=2, log_every=2)
     x = torch.rand(16, 1, 28, 28) * 2 - 1
     real = training.adamw
-    monkeypatch.setattr(training, "adamw", lambda params, lr, weight_decay: torch.optim.AdamW(params, lr=lr))
+    monkeypatch.setattr(training, "adamw", lambda params, lr, weight_decay, beta2: torch.optim.AdamW(params, lr=lr))
     first = Trainer(config, dataclasses.replace(train, steps=2), x, tmp_path, progress=False).train()
     assert not first.optimizer.defaults["fused"]
     monkeypatch.setattr(training, "adamw", real)
@@ -494,3 +495,20 @@ def test_a_run_saved_with_the_unfused_adamw_resumes_with_the_fused_one(tmp_path,
         state, resumed.model, resumed.ema.model, optimizer, scaler, resumed._generators(), resumed.device
     )
     assert scaler.get_scale() == 8.0
+
+
+def test_a_resumed_run_takes_the_adam_beta2_it_is_told():
+    """TrainConfig.adam_beta2 reaches AdamW, and a resume keeps the betas its own config gives, not the saved
+    run's (load_state_dict alone would put the saved ones back), as it does with the learning rate."""
+    import tempfile
+
+    config = UNetConfig(base_channels=8, channel_mults=(1, 2), attention_resolutions=(), dropout=0.0)
+    train = TrainConfig(steps=2, batch_size=8, lr=1e-3, warmup_steps=1, checkpoint_every=2, adam_beta2=0.95)
+    x = torch.rand(16, 1, 28, 28) * 2 - 1
+    with tempfile.TemporaryDirectory() as out:
+        first = Trainer(config, train, x, out, progress=False).train()
+        assert first.optimizer.param_groups[0]["betas"] == (0.9, 0.95)
+        told = dataclasses.replace(train, steps=3, adam_beta2=0.99)
+        resumed = Trainer(config, told, x, out, resume=True, progress=False)
+        assert resumed.step == 2 and resumed.optimizer.param_groups[0]["betas"] == (0.9, 0.99)
+        assert resumed.optimizer.state  # the moments came back with the saved run's state
