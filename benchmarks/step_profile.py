@@ -7,8 +7,10 @@ operator name and approximate.
 
 Also times, in alternating rounds, the same number of bare steps (the network's forward, in the same precision, its
 backward and AdamW, nothing else), so that the per-step overhead of the trainer is read as a ratio, and the trainer's
-steps with PyTorch's default AdamW in place of the fused one that ``training.adamw`` picks where it can, and, with
-``--against``, the trainer's steps of a network with other settings, as JSON:
+steps with PyTorch's default AdamW in place of the fused one that ``training.adamw`` picks where it can, the
+trainer's steps with attention left to PyTorch's kernel in the step's precision (``unet.attention`` computes it in
+float32 when a CPU step runs in bfloat16), and, with ``--against``, the trainer's steps of a network with other
+settings, as JSON:
 
     python benchmarks/step_profile.py --precision bf16 --objective flow --dropout 0 --rounds 4 \
         --against '{"attention_resolutions": []}'
@@ -24,8 +26,10 @@ import time
 from collections import defaultdict
 
 import torch
+import torch.nn.functional as F
 from torch.profiler import ProfilerActivity, profile
 
+from ddpm_lessons import unet
 from ddpm_lessons.data import load_mnist
 from ddpm_lessons.objectives import OBJECTIVES
 from ddpm_lessons.training import DIGITS_RECIPE, TrainConfig, Trainer
@@ -46,9 +50,9 @@ if args.against is not None and not isinstance(args.against, dict):
 CATEGORIES = {  # profiler op name fragments -> category (first match wins)
     "convolution": ("convolution", "mkldnn_conv"),
     "attention": ("scaled_dot_product", "attention"),
-    "normalisation": ("group_norm", "native_group_norm"),
+    "normalisation": ("group_norm", "groupnorm"),  # aten's and the package's fused GroupNorm + SiLU (fused.py)
     "optimiser and EMA": ("_foreach_", "adamw", "addcdiv", "addcmul", "lerp"),  # both use lerp: one category
-    "gradient clipping": ("norm", "clip"),
+    "gradient clipping": ("linalg_vector_norm",),  # clip_grad_norm_'s norms; its scaling (mul_) falls in "other"
 }
 
 
@@ -67,6 +71,7 @@ unfused = Trainer(config, TrainConfig(**train), x, tempfile.mkdtemp(), labels=y,
 unfused.optimizer = torch.optim.AdamW(
     unfused.model.parameters(), lr=unfused.config.lr, weight_decay=unfused.config.weight_decay
 )
+kernel_attention = Trainer(config, TrainConfig(**train), x, tempfile.mkdtemp(), labels=y, progress=False)
 batch = train.get("batch_size", 64)
 against = None
 if args.against is not None:
@@ -84,10 +89,20 @@ def bare_step() -> None:
     trainer.optimizer.step()
 
 
+def kernel_attention_step() -> None:
+    own = unet.attention
+    unet.attention = F.scaled_dot_product_attention  # in the step's precision, bfloat16 under the CPU autocast
+    try:
+        kernel_attention.train_step(progress=0.0)
+    finally:
+        unet.attention = own
+
+
 steps = [
     ("trainer", lambda: trainer.train_step(progress=0.0)),
     ("bare", bare_step),
     ("trainer_default_adamw", lambda: unfused.train_step(progress=0.0)),
+    ("trainer_kernel_attention", kernel_attention_step),
 ]
 if against is not None:
     steps.append(("trainer_against", lambda: against.train_step(progress=0.0)))
@@ -118,6 +133,7 @@ print(json.dumps({
     "trainer_over_bare": round(median["trainer"] / median["bare"], 3),
     "fused_adamw": trainer.optimizer.defaults["fused"],
     "default_adamw_over_fused": round(median["trainer_default_adamw"] / median["trainer"], 3),
+    "kernel_attention_over_trainer": round(median["trainer_kernel_attention"] / median["trainer"], 3),
     **({"against": args.against, "against_over_trainer": round(median["trainer_against"] / median["trainer"], 3)}
        if against is not None else {}),
     "share_of_profiled_time": {cat: round(v / total, 3) for cat, v in sorted(shares.items(), key=lambda kv: -kv[1])},

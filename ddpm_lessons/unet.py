@@ -119,6 +119,17 @@ class ResBlock(nn.Module):
         return self.skip(x) + self.conv2(h)
 
 
+def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """softmax(q k^T / sqrt(d)) v (Vaswani et al. 2017, Eq. 1), by PyTorch's fused kernel; q, k, v (B, heads, L, d).
+    bfloat16 on a CPU (as under the CPU autocast of ``--precision bf16``) computes it in float32 and returns
+    bfloat16: on a CPU PyTorch's bfloat16 kernel is the slower one, forward and backward 3.2x as long at the
+    digits recipe's 7x7 with one head, 1.2-1.6x at 14x14 (benchmarks/README.md, "Where a step's time goes")."""
+    if q.device.type == "cpu" and q.dtype == torch.bfloat16:
+        with torch.autocast("cpu", enabled=False):
+            return F.scaled_dot_product_attention(q.float(), k.float(), v.float()).to(q.dtype)
+    return F.scaled_dot_product_attention(q, k, v)
+
+
 class SelfAttention(nn.Module):
     """Multi-head self-attention over the H*W positions of a feature map, with a residual connection."""
 
@@ -140,7 +151,7 @@ class SelfAttention(nn.Module):
         positions = self.norm(x).flatten(2).transpose(1, 2)  # (B, HW, C)
         qkv = F.linear(positions, self.qkv.weight.flatten(1), self.qkv.bias)  # (B, HW, 3C)
         q, k, v = qkv.view(B, H * W, 3, self.heads, C // self.heads).permute(2, 0, 3, 1, 4)
-        out = F.scaled_dot_product_attention(q, k, v)  # softmax(q k^T / sqrt(d)) v (Vaswani et al. 2017, Eq. 1)
+        out = attention(q, k, v)  # softmax(q k^T / sqrt(d)) v (Vaswani et al. 2017, Eq. 1)
         out = F.linear(out.transpose(1, 2).reshape(B, H * W, C), self.proj.weight.flatten(1), self.proj.bias)
         return x + out.transpose(1, 2).reshape(B, C, H, W)
 

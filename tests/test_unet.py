@@ -8,6 +8,7 @@ import torch.nn.functional as F
 
 from ddpm_lessons.fused import dropout_keep_mask, norm_silu
 from ddpm_lessons.unet import ResBlock, SelfAttention, UNet, UNetConfig, count_parameters, timestep_embedding
+from ddpm_lessons.unet import attention as unet_attention
 
 
 def test_timestep_embedding_matches_the_formula():
@@ -78,6 +79,23 @@ def test_self_attention_matches_torchs_multihead_attention(heads):
     tokens = attention.norm(x).flatten(2).transpose(1, 2)  # (B, HW, C)
     expected = x + reference(tokens, tokens, tokens, need_weights=False)[0].transpose(1, 2).reshape(x.shape)
     torch.testing.assert_close(attention(x), expected, atol=1e-5, rtol=1e-5)
+
+
+def test_attention_in_bfloat16_on_a_cpu_is_computed_in_float32():
+    """Under the CPU autocast of --precision bf16, unet.attention computes softmax(q k^T / sqrt(d)) v in float32
+    (PyTorch's bfloat16 kernel is slower on a CPU) and hands back bfloat16: the same numbers as the float32 kernel
+    on the same bfloat16 inputs, rounded once, where the bfloat16 kernel rounds inside; gradients flow back."""
+    torch.manual_seed(0)
+    q, k, v = (torch.randn(4, 2, 49, 32).bfloat16().requires_grad_() for _ in range(3))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = unet_attention(q, k, v)
+    expected = F.scaled_dot_product_attention(q.float(), k.float(), v.float()).bfloat16()
+    assert out.dtype == torch.bfloat16 and torch.equal(out, expected)
+    assert not torch.equal(F.scaled_dot_product_attention(q, k, v), expected)  # the kernel it stands in for differs
+    out.float().sum().backward()
+    assert all(t.grad is not None and t.grad.dtype == torch.bfloat16 for t in (q, k, v))
+    q32 = torch.randn(2, 1, 9, 8)
+    assert torch.equal(unet_attention(q32, q32, q32), F.scaled_dot_product_attention(q32, q32, q32))  # float32: as is
 
 
 def _random_block(scale_shift: bool, dropout: float = 0.0) -> ResBlock:
