@@ -50,7 +50,7 @@ LR_DECAYS = ("none", "cosine")  # what TrainConfig.lr_decay accepts
 # dropout (1.14x the steps, 8% closer), at 5 minutes; Heun with 15 model evaluations at w = 0.1, the closest to the
 # data of the settings tried at sample seed 1 on a 10-minute model, on a grid of flow times shifted towards the noise
 # by 2.5 (flow.shift_flow_time: 3-4% closer than the even grid on each of four 10-minute models). Its EMA decay 0.999
-# is not reached in 10 minutes on 2 CPU cores (3,861-5,308 steps; the warm-up gets there at step 8,990): the
+# is not reached in 10 minutes on 2 CPU cores (3,861-5,611 steps; the warm-up gets there at step 8,990): the
 # warm-up's average, whose mean age is about a tenth of the steps, is what was measured, and longer ones were worse.
 DIGITS_RECIPE = {
     "train": {

@@ -122,8 +122,9 @@ class ResBlock(nn.Module):
 def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
     """softmax(q k^T / sqrt(d)) v (Vaswani et al. 2017, Eq. 1), by PyTorch's fused kernel; q, k, v (B, heads, L, d).
     bfloat16 on a CPU (as under the CPU autocast of ``--precision bf16``) computes it in float32 and returns
-    bfloat16: on a CPU PyTorch's bfloat16 kernel is the slower one, forward and backward 3.2x as long at the
-    digits recipe's 7x7 with one head, 1.2-1.6x at 14x14 (benchmarks/README.md, "Where a step's time goes")."""
+    bfloat16: on the development CPU (AVX512-BF16) PyTorch's bfloat16 kernel is the slower one, forward and backward
+    3.2x as long at the digits recipe's 7x7 with one head, 1.2-1.6x at 14x14 (benchmarks/README.md, "Where a step's
+    time goes"); not measured on other CPUs or longer sequences."""
     if q.device.type == "cpu" and q.dtype == torch.bfloat16:
         with torch.autocast("cpu", enabled=False):
             return F.scaled_dot_product_attention(q.float(), k.float(), v.float()).to(q.dtype)
