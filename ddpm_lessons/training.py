@@ -120,7 +120,7 @@ def adamw(params, lr: float, weight_decay: float, beta2: float = 0.999) -> torch
     takes 0.7 ms instead of 3.7, 2.4% of a step of the digits recipe; a CPU has one from torch 2.4), else its default
     one. Both compute the same update, up to rounding. Decided here, not left to the first step: from torch 2.4 an
     unsupported device fails only there."""
-    params = list(params)
+    params, settings = list(params), {"lr": lr, "betas": (0.9, beta2), "weight_decay": weight_decay}
     try:
         from torch.utils._foreach_utils import _get_fused_kernels_supported_devices
 
@@ -129,10 +129,10 @@ def adamw(params, lr: float, weight_decay: float, beta2: float = 0.999) -> torch
         supported = set()
     if params and all(p.device.type in supported and p.is_floating_point() for p in params):
         try:
-            return torch.optim.AdamW(params, lr=lr, betas=(0.9, beta2), weight_decay=weight_decay, fused=True)
+            return torch.optim.AdamW(params, **settings, fused=True)
         except RuntimeError:  # refused at construction (older torch)
             pass
-    return torch.optim.AdamW(params, lr=lr, betas=(0.9, beta2), weight_decay=weight_decay)
+    return torch.optim.AdamW(params, **settings)
 
 
 def cuda_native_bf16(device: torch.device) -> bool:

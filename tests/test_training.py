@@ -497,18 +497,15 @@ def test_a_run_saved_with_the_unfused_adamw_resumes_with_the_fused_one(tmp_path,
     assert scaler.get_scale() == 8.0
 
 
-def test_a_resumed_run_takes_the_adam_beta2_it_is_told():
+def test_a_resumed_run_takes_the_adam_beta2_it_is_told(tmp_path):
     """TrainConfig.adam_beta2 reaches AdamW, and a resume keeps the betas its own config gives, not the saved
     run's (load_state_dict alone would put the saved ones back), as it does with the learning rate."""
-    import tempfile
-
     config = UNetConfig(base_channels=8, channel_mults=(1, 2), attention_resolutions=(), dropout=0.0)
     train = TrainConfig(steps=2, batch_size=8, lr=1e-3, warmup_steps=1, checkpoint_every=2, adam_beta2=0.95)
     x = torch.rand(16, 1, 28, 28) * 2 - 1
-    with tempfile.TemporaryDirectory() as out:
-        first = Trainer(config, train, x, out, progress=False).train()
-        assert first.optimizer.param_groups[0]["betas"] == (0.9, 0.95)
-        told = dataclasses.replace(train, steps=3, adam_beta2=0.99)
-        resumed = Trainer(config, told, x, out, resume=True, progress=False)
-        assert resumed.step == 2 and resumed.optimizer.param_groups[0]["betas"] == (0.9, 0.99)
-        assert resumed.optimizer.state  # the moments came back with the saved run's state
+    first = Trainer(config, train, x, tmp_path, progress=False).train()
+    assert first.optimizer.param_groups[0]["betas"] == (0.9, 0.95)
+    told = dataclasses.replace(train, steps=3, adam_beta2=0.99)
+    resumed = Trainer(config, told, x, tmp_path, resume=True, progress=False)
+    assert resumed.step == 2 and resumed.optimizer.param_groups[0]["betas"] == (0.9, 0.99)
+    assert resumed.optimizer.state  # the moments came back with the saved run's state
