@@ -10,7 +10,8 @@ Probes (w: the guidance weight, the record's unless given; s = 1 is noise, s = 0
 - ``heun:K``: Heun with K model evaluations at the record's w;
 - ``shift:X``: the record's sampler with its grid of flow times moved towards the noise by X (``flow.shift_flow_time``;
   Esser et al. 2024, Sec. 5.3.2; 1: an even grid);
-- ``setting:SAMPLER:K:W:X``: any setting ``sample`` takes: euler or heun, K model evaluations, guidance W, shift X;
+- ``setting:SAMPLER:K:W:X``: any setting ``sample`` takes: euler, heun, dpmpp-2m or unipc (the last two on the flow
+  path, ``solvers.sample_flow_multistep``), K model evaluations, guidance W, shift X;
 - ``interval:W:LO:HI``: the record's sampler with guidance W only at flow times s in [LO, HI], the conditional
   velocity alone elsewhere (Kynkaenniemi et al. 2024, guidance in a limited interval);
 - ``eta:STEPS:ETA``: DDIM's update with its eta (Song et al. 2021, Eq. 12) on the flow path, alpha = 1 - s and
@@ -44,7 +45,7 @@ from ddpm_lessons.flow import FLOW_TIME_SCALE, check_flow_shift, flow_timesteps
 from ddpm_lessons.metrics import evaluate_samples
 from ddpm_lessons.objectives import objective_of
 from ddpm_lessons.samplers import guided_eps
-from ddpm_lessons.solvers import in_bfloat16, sample_in_batches
+from ddpm_lessons.solvers import SAMPLERS_FOR, in_bfloat16, sample_in_batches
 
 p = argparse.ArgumentParser()
 p.add_argument("--checkpoint", required=True, help="a flow model's model.safetensors")
@@ -69,8 +70,8 @@ def parse(probe: str) -> tuple[str, list[str]]:
         p.error(f"probe {probe!r}: write record, heun:K, shift:X, setting:SAMPLER:K:W:X, interval:W:LO:HI, "
                 "eta:STEPS:ETA, clip or autoguide:WEIGHTS:W")  # fmt: skip
     if kind == "setting":
-        if values[0] not in ("euler", "heun"):
-            p.error(f"probe {probe!r}: a flow model's sampler is euler or heun")
+        if values[0] not in SAMPLERS_FOR["flow"]:
+            p.error(f"probe {probe!r}: a flow model's sampler is one of {', '.join(SAMPLERS_FOR['flow'])}")
         values = values[1:]  # the numbers; the sampler is read again in run()
     numbers = [float(v) for v in values]
     if kind in ("shift", "setting"):

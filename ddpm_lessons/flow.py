@@ -1,4 +1,5 @@
-"""Flow matching on the straight path from data to noise, and its Euler and Heun samplers.
+"""Flow matching on the straight path from data to noise, and its Euler and Heun samplers (DPM-Solver++(2M) and
+UniPC on the same path: ``solvers.sample_flow_multistep``).
 
 The path (Lipman et al. 2023, Sec. 4.1 with sigma_min = 0; Liu et al. 2023, rectified flow, Eq. 1):
 

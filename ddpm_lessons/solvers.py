@@ -3,8 +3,9 @@
 Two second-order solvers whose first-order step is DDIM with eta = 0: DPM-Solver++(2M) (Lu et al. 2022)
 and Heun's method (Karras et al. 2022); and UniPC (Zhao et al. 2023), a multistep predictor of the same form
 with a corrector that adds one order at no extra model evaluation. Their ``steps`` counts model evaluations (a
-guided evaluation of a doubled batch counts once). :func:`sample_in_batches` draws many samples with any of the
-package's samplers, by name (``SAMPLERS``), as the command line's ``sample`` does.
+guided evaluation of a doubled batch counts once). The two multistep solvers also run on a flow model's straight
+path (:func:`sample_flow_multistep`). :func:`sample_in_batches` draws many samples with any of the package's
+samplers, by name (``SAMPLERS``), as the command line's ``sample`` does.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ddpm_lessons.flow import check_flow_shift, sample_flow
+from ddpm_lessons.flow import check_flow_shift, flow_timesteps, sample_flow, velocity
 from ddpm_lessons.forward import predict_eps_from_x0, predict_x0_from_eps
 from ddpm_lessons.objectives import as_eps_model
 from ddpm_lessons.samplers import ddim_timesteps, draw_x_T, guided_eps, sample_ddim, sample_ddpm, sampling_device
@@ -133,8 +134,70 @@ def _alpha_sigma(schedule: NoiseSchedule, t: int) -> tuple[float, float]:
 
 def _lambda(schedule: NoiseSchedule, t: int) -> float:
     """lambda_t = log(alpha_t / sigma_t), half the log-SNR (Lu et al. 2022, Sec. 2); t >= 0."""
-    alpha, sigma = _alpha_sigma(schedule, t)
-    return math.log(alpha / sigma)
+    return _lam(_alpha_sigma(schedule, t))
+
+
+# The steps below hold for any Gaussian path x = alpha x0 + sigma eps, not only the schedule's (where alpha^2 +
+# sigma^2 = 1): scaling x, alpha and sigma by one factor c at each point scales the update by that point's c (its
+# terms are sigma' / sigma x and alpha' times data predictions). So the same steps solve the flow path x_s = (1 - s) x0
+# + s eps (alpha = 1 - s, sigma = s; flow.py) with x0_hat = x_s - s v. A point is its (alpha, sigma).
+
+
+def _lam(point: tuple[float, float]) -> float:
+    """lambda = log(alpha / sigma) of a point (alpha, sigma) with sigma > 0; -inf at pure noise (alpha = 0)."""
+    alpha, sigma = point
+    return math.log(alpha / sigma) if alpha > 0 else -math.inf
+
+
+def _exp_step(xt, x0_hat, now, to, last=None):
+    """DPM-Solver++(2M)'s step (Lu et al. 2022, Alg. 2) from the point ``now`` to ``to`` (alpha, sigma each), with
+    ``last`` = (x0_hat_last, its point) for the second order, or None; see :func:`dpmpp_2m_step`. From pure noise
+    (alpha = 0) h is infinite, e^{-h} = 0 and the step is x' = sigma' / sigma x + alpha' x0_hat; after it, r is
+    infinite and the step first order: the limits of Alg. 2's formulas."""
+    alpha_to, sigma_to = to
+    if sigma_to == 0:
+        return x0_hat  # lambda -> infinity: e^{-h} = 0, sigma' = 0, alpha' = 1
+    h = _lam(to) - _lam(now)  # lambda' - lambda > 0
+    D = x0_hat
+    if last is not None:
+        x0_hat_last, at_last = last
+        r = (_lam(now) - _lam(at_last)) / h  # Alg. 2: r_i = h_{i-1} / h_i
+        D = (1 + 1 / (2 * r)) * x0_hat - 1 / (2 * r) * x0_hat_last  # Alg. 2: D_i
+    return sigma_to / now[1] * xt - alpha_to * math.expm1(-h) * D  # Alg. 2: x_{t_i}
+
+
+def _unip(xt, x0_hat, now, to, last=None, b="h"):
+    """The UniP-2 step between two points (alpha, sigma); see :func:`unip_step`."""
+    if last is None or to[1] == 0:
+        return _exp_step(xt, x0_hat, now, to)  # first order: the DDIM step, or x0_hat at the end
+    alpha_to, sigma_to = to
+    h = _lam(to) - _lam(now)
+    x0_hat_last, at_last = last
+    r = (_lam(at_last) - _lam(now)) / h  # < 0 (-inf after pure noise: the step is first order)
+    B = -h if b == "h" else math.expm1(-h)
+    D = (x0_hat_last - x0_hat) / r
+    return sigma_to / now[1] * xt - alpha_to * math.expm1(-h) * x0_hat - alpha_to * B * D / 2  # UniP-2, Sec. 3.2
+
+
+def _unic(x_s, x0_hat_s, at_s, at_t, x0_hat_t, last=None, b="h"):
+    """The UniC corrector between two points (alpha, sigma); see :func:`unic_step`. None from pure noise, where h
+    is infinite (and B(h) = -h with it): the point the first step reached stays as it is."""
+    if at_s[0] == 0:
+        return None
+    alpha_t, sigma_t = at_t
+    h = _lam(at_t) - _lam(at_s)
+    z = -h
+    B = z if b == "h" else math.expm1(z)
+    D_t = x0_hat_t - x0_hat_s  # r = 1
+    if last is None:
+        correction = 0.5 * D_t
+    else:
+        x0_hat_last, at_last = last
+        r = (_lam(at_last) - _lam(at_s)) / h  # < 0: the last evaluation lies before s
+        g1, g2 = z * phi(2, z) / B, 2 * z * phi(3, z) / B  # the order conditions' right-hand sides, Sec. 3.1
+        a_last = (g1 - g2) / (1 - r)  # a_last + a_t = g1 and r a_last + a_t = g2
+        correction = a_last * (x0_hat_last - x0_hat_s) / r + (g1 - a_last) * D_t
+    return sigma_t / at_s[1] * x_s - alpha_t * math.expm1(-h) * x0_hat_s - alpha_t * B * correction  # UniC, Sec. 3.1
 
 
 def _check_multistep(schedule, t, t_prev, x0_hat_last, t_last, caller) -> None:
@@ -167,16 +230,8 @@ def dpmpp_2m_step(
     x0_hat is the (possibly clipped) data prediction at (xt, t). Returns x_{t'} (B, C, H, W).
     """
     _check_multistep(schedule, t, t_prev, x0_hat_last, t_last, "dpmpp_2m_step")
-    if t_prev == -1:
-        return x0_hat  # lambda -> infinity: e^{-h} = 0, sigma_{t'} = 0, alpha_{t'} = 1
-    alpha_t, sigma_t = _alpha_sigma(schedule, t)
-    alpha_prev, sigma_prev = _alpha_sigma(schedule, t_prev)
-    h = _lambda(schedule, t_prev) - _lambda(schedule, t)  # lambda_{t'} - lambda_t > 0
-    D = x0_hat
-    if x0_hat_last is not None:
-        r = (_lambda(schedule, t) - _lambda(schedule, t_last)) / h  # Alg. 2: r_i = h_{i-1} / h_i
-        D = (1 + 1 / (2 * r)) * x0_hat - 1 / (2 * r) * x0_hat_last  # Alg. 2: D_i
-    return sigma_prev / sigma_t * xt - alpha_prev * math.expm1(-h) * D  # Alg. 2: x_{t_i}
+    last = None if x0_hat_last is None else (x0_hat_last, _alpha_sigma(schedule, t_last))
+    return _exp_step(xt, x0_hat, _alpha_sigma(schedule, t), _alpha_sigma(schedule, t_prev), last)
 
 
 def phi(k: int, z: float) -> float:
@@ -229,48 +284,48 @@ def unic_step(
                          f"t_last={t_last}")  # fmt: skip
     if (x0_hat_last is None) != (t_last is None):
         raise ValueError("unic_step: pass both x0_hat_last and t_last (second order) or neither (first order)")
-    alpha_t, sigma_t = _alpha_sigma(schedule, t)
-    _, sigma_s = _alpha_sigma(schedule, t_s)
-    h = _lambda(schedule, t) - _lambda(schedule, t_s)
-    z = -h
-    B = z if b == "h" else math.expm1(z)
-    D_t = x0_hat_t - x0_hat_s  # r = 1
-    if x0_hat_last is None:
-        correction = 0.5 * D_t
-    else:
-        r = (_lambda(schedule, t_last) - _lambda(schedule, t_s)) / h  # < 0: the last evaluation lies before t_s
-        g1, g2 = z * phi(2, z) / B, 2 * z * phi(3, z) / B  # the order conditions' right-hand sides, Sec. 3.1
-        a_last = (g1 - g2) / (1 - r)  # a_last + a_t = g1 and r a_last + a_t = g2
-        correction = a_last * (x0_hat_last - x0_hat_s) / r + (g1 - a_last) * D_t
-    return sigma_t / sigma_s * x_s - alpha_t * math.expm1(-h) * x0_hat_s - alpha_t * B * correction  # UniC, Sec. 3.1
+    last = None if x0_hat_last is None else (x0_hat_last, _alpha_sigma(schedule, t_last))
+    return _unic(x_s, x0_hat_s, _alpha_sigma(schedule, t_s), _alpha_sigma(schedule, t), x0_hat_t, last, b)
+
+
+def _run_multistep(x, points, denoise, predict, correct, name, progress, return_trajectory):
+    """The loop of the multistep solvers over any Gaussian path: ``points`` are the (alpha, sigma) of the grid, the
+    last one the end (sigma = 0); ``denoise(x, i)`` evaluates the model at x and point i and returns x0_hat. One
+    evaluation per point but the last, then ``predict`` (:func:`_exp_step` or :func:`_unip`) to the next point;
+    with ``correct`` (:func:`_unic`), the point each evaluation was made at is first corrected with it. Returns
+    what :func:`sample_dpmpp_2m` returns."""
+    trajectory = [x.cpu()] if return_trajectory else None
+    clock = TimeEstimate(f"{name} sampling", len(points) - 1, unit="network call")
+    last, before_last = None, None  # (x0_hat, point) of the previous two evaluations
+    x_before = None  # the point the previous step started from
+    for i in progress_bar(range(len(points) - 1), desc=name, disable=not progress, transient=True):
+        now, to = points[i], points[i + 1]
+        x0_hat = denoise(x, i)
+        clock.tick()
+        if correct is not None and i > 0:  # the predicted x, corrected with the evaluation just made there
+            corrected = correct(x_before, last[0], last[1], now, x0_hat, before_last)
+            if corrected is not None:
+                x = corrected
+                if trajectory is not None:
+                    trajectory[-1] = x.cpu()
+        x_before, before_last = x, last
+        x = predict(x, x0_hat, now, to, last)
+        last = (x0_hat, now)
+        if trajectory is not None:
+            trajectory.append(x.cpu())
+    return (x, trajectory) if return_trajectory else x
 
 
 def _multistep(model, schedule, shape, steps, y, guidance, clip_x0, generator, device, dtype, x_T, return_trajectory,
                progress, spacing, caller, name, predict, correct=None):  # fmt: skip
-    """The loop of the multistep solvers: one evaluation per visited timestep, then ``predict`` (a step like
-    :func:`dpmpp_2m_step`) to the next one; with ``correct`` (like :func:`unic_step`), the point each evaluation was
-    made at is first corrected with it. Returns what :func:`sample_dpmpp_2m` returns."""
+    """The multistep solvers on the schedule: one evaluation per timestep of :func:`solver_timesteps`, then the end
+    (t = -1: alpha_bar = 1)."""
     _check_steps(schedule.T, steps, caller)
     ts = solver_timesteps(schedule, steps, spacing)
     x = draw_x_T(shape, generator, device, dtype, x_T, model)
-    trajectory = [x.cpu()] if return_trajectory else None
-    clock = TimeEstimate(f"{name} sampling", len(ts), unit="network call")
-    last, before_last = (None, None), (None, None)  # (x0_hat, t) of the previous two evaluations
-    x_before = None  # the point the previous step started from
-    for i, t in enumerate(progress_bar(ts, desc=name, disable=not progress, transient=True)):
-        t_prev = ts[i + 1] if i + 1 < len(ts) else -1
-        x0_hat, _ = _denoise(model, schedule, x, t, y, guidance, clip_x0)
-        clock.tick()
-        if correct is not None and i > 0:  # the predicted x_t, corrected with the evaluation just made there
-            x = correct(schedule, x_before, last[0], last[1], t, x0_hat, *before_last)
-            if trajectory is not None:
-                trajectory[-1] = x.cpu()
-        x_before, before_last = x, last
-        x = predict(schedule, x, x0_hat, t, t_prev, *last)
-        last = (x0_hat, t)
-        if trajectory is not None:
-            trajectory.append(x.cpu())
-    return (x, trajectory) if return_trajectory else x
+    points = [_alpha_sigma(schedule, t) for t in [*ts, -1]]
+    return _run_multistep(x, points, lambda x, i: _denoise(model, schedule, x, ts[i], y, guidance, clip_x0)[0],
+                          predict, correct, name, progress, return_trajectory)  # fmt: skip
 
 
 @torch.no_grad()
@@ -307,7 +362,7 @@ def sample_dpmpp_2m(
     """
     return _multistep(model, schedule, shape, steps, y, guidance, clip_x0, generator, device, dtype, x_T,
                       return_trajectory, progress, spacing, "sample_dpmpp_2m", "DPM-Solver++(2M)",
-                      dpmpp_2m_step)  # fmt: skip
+                      _exp_step)  # fmt: skip
 
 
 def unip_step(
@@ -330,15 +385,8 @@ def unip_step(
     code defaults to B(h) = -h (``b="h"``). Arguments as :func:`dpmpp_2m_step`."""
     _check_b(b, "unip_step")
     _check_multistep(schedule, t, t_prev, x0_hat_last, t_last, "unip_step")
-    if x0_hat_last is None or t_prev == -1:
-        return dpmpp_2m_step(schedule, xt, x0_hat, t, t_prev)  # first order: the DDIM step, or x0_hat at the end
-    _, sigma_t = _alpha_sigma(schedule, t)
-    alpha_prev, sigma_prev = _alpha_sigma(schedule, t_prev)
-    h = _lambda(schedule, t_prev) - _lambda(schedule, t)
-    r = (_lambda(schedule, t_last) - _lambda(schedule, t)) / h  # < 0
-    B = -h if b == "h" else math.expm1(-h)
-    D = (x0_hat_last - x0_hat) / r
-    return sigma_prev / sigma_t * xt - alpha_prev * math.expm1(-h) * x0_hat - alpha_prev * B * D / 2  # UniP-2, Sec. 3.2
+    last = None if x0_hat_last is None else (x0_hat_last, _alpha_sigma(schedule, t_last))
+    return _unip(xt, x0_hat, _alpha_sigma(schedule, t), _alpha_sigma(schedule, t_prev), last, b)
 
 
 @torch.no_grad()
@@ -369,8 +417,61 @@ def sample_unipc(
     """
     _check_b(b, "sample_unipc")  # before any evaluation
     return _multistep(model, schedule, shape, steps, y, guidance, clip_x0, generator, device, dtype, x_T,
-                      return_trajectory, progress, spacing, "sample_unipc", "UniPC", functools.partial(unip_step, b=b),
-                      functools.partial(unic_step, b=b))  # fmt: skip
+                      return_trajectory, progress, spacing, "sample_unipc", "UniPC", functools.partial(_unip, b=b),
+                      functools.partial(_unic, b=b))  # fmt: skip
+
+
+FLOW_MULTISTEP = ("dpmpp-2m", "unipc")  # the multistep solvers of sample_flow_multistep
+
+
+@torch.no_grad()
+def sample_flow_multistep(
+    model: Callable[..., torch.Tensor],
+    shape: tuple[int, ...],
+    steps: int = 10,
+    method: str = "unipc",
+    y: torch.Tensor | None = None,
+    guidance: float = 0.0,
+    generator: torch.Generator | None = None,
+    device: torch.device | str | None = None,
+    dtype: torch.dtype = torch.float32,
+    x_T: torch.Tensor | None = None,
+    return_trajectory: bool = False,
+    progress: bool = False,
+    shift: float = 1.0,
+    b: str = "h",
+):
+    """DPM-Solver++(2M) or UniPC (``method`` "dpmpp-2m" or "unipc") on a flow model's ODE, from x_1 ~ N(0, I) at
+    s = 1 to s = 0 with ``steps`` model evaluations.
+
+    The flow path x_s = (1 - s) x0 + s eps (flow.py) is a Gaussian path with alpha = 1 - s and sigma = s, and the
+    velocity gives the data prediction x0_hat = x_s - s v_theta(x_s, s); the steps of :func:`sample_dpmpp_2m` and
+    :func:`sample_unipc` hold on any such path (see :func:`_lam`), with lambda = log((1 - s) / s). The grid is
+    :func:`flow.flow_timesteps` (steps + 1 flow times, ``shift`` moving them towards the noise): the model is
+    evaluated at the first ``steps`` of them and the step into s = 0 returns the last x0_hat, as on the schedule.
+    At s = 1, lambda = -inf: the first step, x' = s' x + (1 - s') x0_hat, is the Euler step; the step after it
+    is first order too (its ratio r is infinite) and, for UniPC, the point the first step reaches is not corrected
+    (h is infinite there). Nothing is clipped. ``b``: UniPC's B(h), as in :func:`sample_unipc`. Deterministic given
+    x_T; ``generator`` draws x_T only; arguments and return value as :func:`flow.sample_flow` (the trajectory
+    holds steps + 1 points, each as corrected).
+    """
+    if method not in FLOW_MULTISTEP:
+        raise ValueError(f"sample_flow_multistep: method must be one of {', '.join(FLOW_MULTISTEP)}, got {method!r}")
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+        raise ValueError(f"sample_flow_multistep: steps={steps!r} counts model evaluations and must be a positive int "
+                         "(10 is a good start)")  # fmt: skip
+    _check_b(b, "sample_flow_multistep")
+    grid = flow_timesteps(steps, shift)  # checks the shift
+    x = draw_x_T(shape, generator, device, dtype, x_T, model)
+
+    def denoise(x, i):
+        return x - grid[i] * velocity(model, x, grid[i], y, guidance)  # x0_hat = x_s - s v, on the flow path
+
+    points = [(1.0 - s, s) for s in grid]  # (alpha, sigma) = (1 - s, s)
+    predict, correct = (_exp_step, None) if method == "dpmpp-2m" else (functools.partial(_unip, b=b),
+                                                                       functools.partial(_unic, b=b))  # fmt: skip
+    name = {"dpmpp-2m": "flow DPM-Solver++(2M)", "unipc": "flow UniPC"}[method]
+    return _run_multistep(x, points, denoise, predict, correct, name, progress, return_trajectory)
 
 
 def heun_timesteps(
@@ -448,8 +549,8 @@ def sample_heun(
 SAMPLERS = ("ddpm", "ddim", "dpmpp-2m", "unipc", "heun", "euler")  # what sample_in_batches (`sample --sampler`) takes
 # Which samplers fit a model trained with each objective. An eps, x0 or v network is turned into an eps-model
 # (objectives.as_eps_model) and solves the schedule's reverse process; a flow network's ODE runs over s in [0, 1]
-# (flow.sample_flow), where "heun" is Heun's method on that ODE.
-SAMPLERS_FOR = {"eps": SAMPLERS[:5], "x0": SAMPLERS[:5], "v": SAMPLERS[:5], "flow": ("euler", "heun")}
+# (flow.sample_flow, where "heun" is Heun's method on that ODE; sample_flow_multistep for "dpmpp-2m" and "unipc").
+SAMPLERS_FOR = {"eps": SAMPLERS[:5], "x0": SAMPLERS[:5], "v": SAMPLERS[:5], "flow": ("euler", "heun", *FLOW_MULTISTEP)}
 GRIDDED = ("dpmpp-2m", "unipc", "heun")  # the samplers whose grid of timesteps ``spacing`` chooses
 
 
@@ -544,7 +645,8 @@ def sample_in_batches(
         sampler: "ddpm" (T network calls), "ddim" (``steps`` calls, ``eta`` as in ``samplers.sample_ddim``),
             "dpmpp-2m", "unipc" (``sample_unipc``: a second-order predictor, third order with its corrector) or
             "heun" (``steps`` model evaluations; deterministic given x_T, ``eta`` unused); for a flow model "euler"
-            or "heun" over the flow time (``steps`` model evaluations).
+            or "heun" over the flow time (``flow.sample_flow``), or "dpmpp-2m" or "unipc" on the flow path
+            (``sample_flow_multistep``), ``steps`` model evaluations each.
         spacing: the grid of "dpmpp-2m", "unipc" and "heun": one of ``SPACINGS`` or the timesteps themselves
             (``steps`` of them for "dpmpp-2m" and "unipc", largest first); None: each solver's default.
         shift: a flow model's grid of flow times moved towards the noise (``flow.shift_flow_time``; 1: even).
@@ -579,7 +681,8 @@ def sample_in_batches(
         common = dict(y=y, guidance=guidance, generator=generator, device=device, progress=progress)
         shape = (b, *image_shape)
         if objective == "flow":
-            x = sample_flow(model, shape, steps=steps, method=sampler, shift=shift, **common)
+            flow_sampler = sample_flow_multistep if sampler in FLOW_MULTISTEP else sample_flow
+            x = flow_sampler(model, shape, steps=steps, method=sampler, shift=shift, **common)
             x = x.clamp(-1.0, 1.0)  # the ODE itself is not clipped
         elif sampler == "ddpm":
             x = sample_ddpm(model, schedule, shape, **common)

@@ -187,7 +187,7 @@ BAD_FILES_AND_COMBINATIONS = [
     ),
     (
         ["sample", "--checkpoint", "{root}/flow/model.safetensors", "--sampler", "ddim"],
-        "sampler 'ddim' does not fit a model trained with objective 'flow'; use one of euler, heun",
+        "sampler 'ddim' does not fit a model trained with objective 'flow'; use one of euler, heun, dpmpp-2m, unipc",
     ),
     (
         ["sample", "--checkpoint", RUN, "--sampler", "unipc", "--steps", "3", "--spacing", "900,500"],

@@ -146,7 +146,7 @@ def test_a_flow_model_trains_for_minutes_and_samples_with_its_own_samplers(tmp_p
 
     assert record["train"]["objective"] == "flow" and record["sampling"] == DIGITS_RECIPE["sampling"]  # the recipe's
     assert f"done: step {record['step']} in " in out and "objective flow" in out
-    for sampler in ("euler", "heun"):
+    for sampler in ("euler", "heun", "dpmpp-2m", "unipc"):
         path = tmp_path / f"{sampler}.npz"
         args = ["sample", "--checkpoint", str(run / "model.safetensors"), "--n", "4", "--sampler", sampler]
         assert main([*args, "--steps", "3", "--guidance", "1", "--no-progress", "--out", str(path)]) == 0

@@ -1,5 +1,6 @@
 """Flow matching (``ddpm_lessons.flow``) checked against independent computations: the path and the loss by hand, and
-the Euler and Heun samplers on Gaussian data, where the exact velocity and the exact transport are known.
+the Euler and Heun samplers, and DPM-Solver++(2M) and UniPC on the flow path, on Gaussian data, where the exact
+velocity and the exact transport are known.
 
 For data with every pixel ~ N(MU, STD^2), independent, the straight path x_s = (1 - s) x0 + s eps is Gaussian with
 mean (1 - s) MU and variance V(s) = (1 - s)^2 STD^2 + s^2. Gaussian conditioning, E[u | x] = E[u] + Cov(u, x) / Var(x)
@@ -31,6 +32,17 @@ from ddpm_lessons.flow import (
     velocity,
 )
 from ddpm_lessons.gaussian import convergence_order
+from ddpm_lessons.schedules import NoiseSchedule
+from ddpm_lessons.solvers import (
+    FLOW_MULTISTEP,
+    _exp_step,
+    _unic,
+    _unip,
+    dpmpp_2m_step,
+    sample_flow_multistep,
+    unic_step,
+    unip_step,
+)
 
 MU, STD = 0.3, 0.5  # data: every pixel ~ N(MU, STD^2), independent
 
@@ -301,3 +313,96 @@ def test_draw_flow_times_uniform_and_logit_normal_by_monte_carlo():
     for bad, kind in ((0.5, "uniform"), (math.nan, "logit-normal"), (math.inf, "logit-normal")):
         with pytest.raises(ValueError, match="the logit-normal's location, a finite number"):
             draw_flow_times(3, g, kind, loc=bad)
+
+
+# ---- DPM-Solver++(2M) and UniPC on the flow path ---------------------------------------------------
+# The flow path is a Gaussian path with alpha = 1 - s and sigma = s; solvers.sample_flow_multistep runs the
+# schedule's multistep steps on it with x0_hat = x_s - s v. These tests check it against the Euler step, against the
+# schedule's own steps on the same points rescaled to variance one, and against the exact transport.
+def flow_point(s):
+    return (1.0 - s, s)  # (alpha, sigma) on the flow path
+
+
+def vp_schedule(flow_times):
+    """A schedule whose alpha_bar at t = 0, 1, ... is the flow path's at the given times (data end first), rescaled
+    to variance one: x_s / c(s) with c(s) = sqrt((1 - s)^2 + s^2) has alpha = (1 - s) / c(s), sigma = s / c(s)."""
+    ab = torch.tensor([(1 - s) ** 2 / ((1 - s) ** 2 + s**2) for s in flow_times], dtype=torch.float64)
+    return NoiseSchedule.from_betas(1 - ab / torch.cat([torch.ones(1, dtype=torch.float64), ab[:-1]]))
+
+
+def test_on_the_straight_path_the_first_order_step_is_the_euler_step():
+    """DDIM's step with eta = 0, x' = (1 - s') x0_hat + s' eps_hat, is x + (s' - s) v on the flow path: the path is
+    straight, so the step that holds x0_hat fixed moves along the velocity. From pure noise too (alpha = 0)."""
+    g = torch.Generator().manual_seed(11)
+    x = torch.randn(4, 1, 2, 2, generator=g, dtype=torch.float64)
+    for s, s_next in ((1.0, 0.8), (0.7, 0.4), (0.3, 0.05)):
+        v = exact_velocity(x, s)
+        got = _exp_step(x, x - s * v, flow_point(s), flow_point(s_next))
+        assert torch.allclose(got, euler_step(x, v, s, s_next), atol=1e-14)
+
+
+@pytest.mark.parametrize("b", ["h", "expm1"])
+def test_the_steps_on_the_flow_path_are_the_schedules_steps_rescaled(b):
+    """The multistep steps scale with the path: on the flow points 0.8 > 0.5 > 0.2 each equals the schedule's public
+    step on x / c(s) with the same data predictions, times c at the point reached."""
+    times = [0.2, 0.5, 0.8]  # t = 0, 1, 2
+    schedule = vp_schedule(times)
+    c = [((1 - s) ** 2 + s**2) ** 0.5 for s in times]
+    g = torch.Generator().manual_seed(12)
+    x, x0, x0_last, x0_t = (torch.randn(3, 1, 2, 2, generator=g, dtype=torch.float64) for _ in range(4))
+    now, to, last = flow_point(0.5), flow_point(0.2), (x0_last, flow_point(0.8))
+    want = dpmpp_2m_step(schedule, x / c[1], x0, 1, 0, x0_last, 2) * c[0]
+    assert torch.allclose(_exp_step(x, x0, now, to, last), want, atol=1e-12)
+    want = unip_step(schedule, x / c[1], x0, 1, 0, x0_last, 2, b=b) * c[0]
+    assert torch.allclose(_unip(x, x0, now, to, last, b=b), want, atol=1e-12)
+    want = unic_step(schedule, x / c[1], x0, 1, 0, x0_t, x0_last, 2, b=b) * c[0]  # from s = 0.5 to 0.2
+    assert torch.allclose(_unic(x, x0, now, to, x0_t, last, b=b), want, atol=1e-12)
+    assert _unic(x, x0, flow_point(1.0), to, x0_t, b=b) is None  # from pure noise h is infinite: no correction
+
+
+@pytest.mark.parametrize("method", FLOW_MULTISTEP)
+def test_the_multistep_solvers_reach_the_exact_transport_at_second_order(method):
+    """Against the exact transport at the last visited flow time (as the schedule's solvers are read,
+    tests/test_solvers.py). On the even grid of flow times, the steps in lambda = log((1 - s) / s) next to both ends
+    do not shrink as the evaluations grow (from 2/K to 1/K, h -> log 2); the weights alpha and sigma there do. So the
+    asymptotic order shows from about 40 evaluations, and it is 2 for both: UniPC's third order, which shows on the
+    schedule's grids, does not show here (measured: DPM-Solver++(2M) 1.75, UniPC 2.06 over 40..320)."""
+    x1 = torch.randn(64, 1, 2, 2, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    counts, errors = [40, 80, 160, 320], []
+    for n in counts:
+        x0, traj = sample_flow_multistep(gaussian_velocity_model, x1.shape, steps=n, method=method, x_T=x1,
+                                         dtype=torch.float64, return_trajectory=True)  # fmt: skip
+        s_last = flow_timesteps(n)[-2]
+        errors.append((traj[-2] - exact_transport(x1, 1.0, s_last)).abs().max().item())
+        assert (x0 - (MU + STD * x1)).abs().max().item() < 0.02  # x0_hat at s = 1/n, the sample
+    assert errors == sorted(errors, reverse=True)
+    assert convergence_order(counts, errors) == pytest.approx(2.0, abs=0.3), f"{method}: errors {errors}"
+
+
+@pytest.mark.parametrize("method", FLOW_MULTISTEP)
+def test_the_multistep_solvers_count_evaluations_guide_in_one_call_and_repeat_with_a_seed(method):
+    for n in range(1, 9):
+        probe = Probe()
+        sample_flow_multistep(probe, (3, 1, 2, 2), steps=n, method=method, shift=2.5)
+        assert [t[0] / FLOW_TIME_SCALE for _, t, _ in probe.calls] == pytest.approx(flow_timesteps(n, 2.5)[:-1])
+    probe = Probe()
+    sample_flow_multistep(probe, (3, 1, 2, 2), steps=5, method=method, y=torch.tensor([4, 1, 7]), guidance=2.0)
+    assert len(probe.calls) == 5 and all(labels == [4, 1, 7, *[NO_LABEL] * 3] for _, _, labels in probe.calls)
+    draw = lambda seed: sample_flow_multistep(gaussian_velocity_model, (3, 1, 4, 4), steps=6, method=method,  # noqa: E731
+                                              generator=torch.Generator().manual_seed(seed), return_trajectory=True)  # fmt: skip
+    (a, traj), (b, _), (c, _) = draw(3), draw(3), draw(4)
+    assert torch.equal(a, b) and not torch.equal(a, c)
+    assert len(traj) == 7 and torch.equal(traj[-1], a) and a.dtype == torch.float32
+
+
+def test_the_multistep_solvers_refuse_bad_input():
+    model, shape = gaussian_velocity_model, (1, 1, 2, 2)
+    with pytest.raises(ValueError, match="method must be one of dpmpp-2m, unipc, got 'heun'"):
+        sample_flow_multistep(model, shape, method="heun")
+    for steps in (0, 2.5, True):
+        with pytest.raises(ValueError, match=r"steps=.* counts model evaluations and must be a positive int"):
+            sample_flow_multistep(model, shape, steps=steps)
+    with pytest.raises(ValueError, match="unknown B\\(h\\) 'x'"):
+        sample_flow_multistep(model, shape, b="x")
+    with pytest.raises(ValueError, match="must be a positive number"):
+        sample_flow_multistep(model, shape, shift=0.0)
