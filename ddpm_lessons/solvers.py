@@ -156,7 +156,7 @@ def _exp_step(xt, x0_hat, now, to, last=None):
     infinite and the step first order: the limits of Alg. 2's formulas."""
     alpha_to, sigma_to = to
     if sigma_to == 0:
-        return x0_hat  # lambda -> infinity: e^{-h} = 0, sigma' = 0, alpha' = 1
+        return x0_hat  # lambda -> infinity: e^{-h} = 0, sigma' = 0 (alpha' = 1 at the end of both paths here)
     h = _lam(to) - _lam(now)  # lambda' - lambda > 0
     D = x0_hat
     if last is not None:
@@ -181,7 +181,8 @@ def _unip(xt, x0_hat, now, to, last=None, b="h"):
 
 def _unic(x_s, x0_hat_s, at_s, at_t, x0_hat_t, last=None, b="h"):
     """The UniC corrector between two points (alpha, sigma); see :func:`unic_step`. None from pure noise, where h
-    is infinite (and B(h) = -h with it): the point the first step reached stays as it is."""
+    is infinite: B(h) = -h is too (B = e^{-h} - 1 would have a limit; neither corrects there), and the point the first
+    step reached stays as it is."""
     if at_s[0] == 0:
         return None
     alpha_t, sigma_t = at_t
@@ -451,7 +452,8 @@ def sample_flow_multistep(
     evaluated at the first ``steps`` of them and the step into s = 0 returns the last x0_hat, as on the schedule.
     At s = 1, lambda = -inf: the first step, x' = s' x + (1 - s') x0_hat, is the Euler step; the step after it
     is first order too (its ratio r is infinite) and, for UniPC, the point the first step reaches is not corrected
-    (h is infinite there). Nothing is clipped. ``b``: UniPC's B(h), as in :func:`sample_unipc`. Deterministic given
+    (h is infinite there) and the next one is corrected with the newest difference alone (the order conditions'
+    limit as r -> -inf). Nothing is clipped. ``b``: UniPC's B(h), as in :func:`sample_unipc`. Deterministic given
     x_T; ``generator`` draws x_T only; arguments and return value as :func:`flow.sample_flow` (the trajectory
     holds steps + 1 points, each as corrected).
     """

@@ -379,6 +379,23 @@ def test_the_multistep_solvers_reach_the_exact_transport_at_second_order(method)
     assert convergence_order(counts, errors) == pytest.approx(2.0, abs=0.3), f"{method}: errors {errors}"
 
 
+def test_unipcs_corrector_is_what_brings_it_nearer_than_dpm_solver():
+    """With B(h) = e^{-h} - 1 UniPC's predictor is DPM-Solver++(2M)'s step, so the two differ by the corrector alone;
+    on Gaussian data it brings the last visited point 2.9 to 5.2 times nearer the exact transport over 40..320
+    evaluations (measured)."""
+    x1 = torch.randn(64, 1, 2, 2, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+
+    def error(n, **kw):
+        _, traj = sample_flow_multistep(gaussian_velocity_model, x1.shape, steps=n, x_T=x1, dtype=torch.float64,
+                                        return_trajectory=True, **kw)  # fmt: skip
+        return (traj[-2] - exact_transport(x1, 1.0, flow_timesteps(n)[-2])).abs().max().item()
+
+    for n in (40, 80, 160, 320):
+        corrected, plain = error(n, method="unipc", b="expm1"), error(n, method="dpmpp-2m")
+        assert corrected < plain / 2, f"{n} evaluations: {corrected:.2e} against {plain:.2e}"
+        assert error(n, method="unipc") != corrected  # b reaches the solver
+
+
 @pytest.mark.parametrize("method", FLOW_MULTISTEP)
 def test_the_multistep_solvers_count_evaluations_guide_in_one_call_and_repeat_with_a_seed(method):
     for n in range(1, 9):
@@ -388,8 +405,11 @@ def test_the_multistep_solvers_count_evaluations_guide_in_one_call_and_repeat_wi
     probe = Probe()
     sample_flow_multistep(probe, (3, 1, 2, 2), steps=5, method=method, y=torch.tensor([4, 1, 7]), guidance=2.0)
     assert len(probe.calls) == 5 and all(labels == [4, 1, 7, *[NO_LABEL] * 3] for _, _, labels in probe.calls)
-    draw = lambda seed: sample_flow_multistep(gaussian_velocity_model, (3, 1, 4, 4), steps=6, method=method,  # noqa: E731
-                                              generator=torch.Generator().manual_seed(seed), return_trajectory=True)  # fmt: skip
+
+    def draw(seed):
+        return sample_flow_multistep(gaussian_velocity_model, (3, 1, 4, 4), steps=6, method=method,
+                                     generator=torch.Generator().manual_seed(seed), return_trajectory=True)  # fmt: skip
+
     (a, traj), (b, _), (c, _) = draw(3), draw(3), draw(4)
     assert torch.equal(a, b) and not torch.equal(a, c)
     assert len(traj) == 7 and torch.equal(traj[-1], a) and a.dtype == torch.float32
