@@ -1,6 +1,6 @@
 """A shipped conditional model sampled with few model evaluations: DDIM (eta = 0), DPM-Solver++(2M), UniPC and Heun
-for the eps model, Euler and Heun for the flow model, each scored by the package's metrics, with the time to draw
-the samples on this machine.
+for the eps model, Euler and Heun (and DPM-Solver++(2M) and UniPC on its path, even in s) for the flow model, each
+scored by the package's metrics, with the time to draw the samples on this machine.
 
     .venv/bin/python benchmarks/fast_solvers.py --n 2000 --evals 5 10 --guidance 0.2
     .venv/bin/python benchmarks/fast_solvers.py --samplers dpmpp-2m dpmpp-2m:logsnr unipc --evals 5 10
