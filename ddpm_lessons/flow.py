@@ -149,7 +149,8 @@ def euler_step(x: torch.Tensor, v: torch.Tensor, s: float, s_next: float) -> tor
     return x + (s_next - s) * v
 
 
-def _check_steps(steps: int, caller: str) -> None:
+def check_flow_steps(steps: int, caller: str) -> None:
+    """Refuse a number of model evaluations that is not a positive int, naming the caller."""
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
         raise ValueError(f"{caller}: steps={steps!r} counts model evaluations and must be a positive int (10 is a "
                          "good start)")  # fmt: skip
@@ -185,7 +186,7 @@ def sample_flow(
     weights are (``samplers.sampling_device``). Returns x_0 (shape ``shape``), and with ``return_trajectory`` the
     list of x at every visited s.
     """
-    _check_steps(steps, "sample_flow")
+    check_flow_steps(steps, "sample_flow")
     if method not in ("euler", "heun"):
         raise ValueError(f"sample_flow: method must be 'euler' or 'heun', got {method!r}")
     if method == "heun":  # Karras et al.'s count: the last step is Euler; an even count adds an Euler first step

@@ -280,12 +280,11 @@ def respace(
     K network calls instead of T. Returns the model with its t mapped from i to S_i, and the new schedule.
     """
     kept = torch.tensor(ddim_timesteps(schedule.T, steps)[::-1])  # (K,) increasing, S_0 = 0, S_{K-1} = T-1
-    alpha_bar = schedule.alpha_bar[kept]
-    betas = 1.0 - alpha_bar / torch.cat([torch.ones(1, dtype=torch.float64), alpha_bar[:-1]])
 
     def respaced_model(xt: torch.Tensor, t: torch.Tensor, y: torch.Tensor | None = None, **kwargs) -> torch.Tensor:
         original_t = kept.to(t.device)[t]  # i -> S_i, the timestep the network was trained on
         return model(xt, original_t, **kwargs) if y is None else model(xt, original_t, y, **kwargs)
 
     respaced_model.__wrapped__ = model  # eps_model.model_device finds the network's weights through it
-    return respaced_model, NoiseSchedule.from_betas(betas, kind=f"{schedule.kind}, respaced to {len(kept)} steps")
+    kind = f"{schedule.kind}, respaced to {len(kept)} steps"
+    return respaced_model, NoiseSchedule.from_alpha_bar(schedule.alpha_bar[kept], kind=kind)  # the betas above

@@ -81,6 +81,17 @@ class NoiseSchedule:
         return cls.from_betas(make_beta_schedule(kind, T, **kwargs), kind=kind)
 
     @classmethod
+    def from_alpha_bar(cls, alpha_bar: torch.Tensor, kind: str = "custom") -> NoiseSchedule:
+        """Build the schedule whose alpha_bar is the given one, shape (T,), falling strictly from below 1 to above 0:
+        the betas of alpha_bar_t = prod_{s <= t} (1 - beta_s) (Ho et al. 2020, Sec. 2, under Eq. 4), that is
+        beta_t = 1 - alpha_bar_t / alpha_bar_{t-1} with alpha_bar_{-1} = 1."""
+        alpha_bar = torch.as_tensor(alpha_bar, dtype=torch.float64).flatten()
+        before = torch.cat([torch.ones(1, dtype=torch.float64), alpha_bar[:-1]])
+        if len(alpha_bar) == 0 or not bool(((alpha_bar > 0) & (alpha_bar < before)).all()):
+            raise ValueError("alpha_bar must fall strictly from below 1 to above 0, largest (least noise) first")
+        return cls.from_betas(1.0 - alpha_bar / before, kind=kind)
+
+    @classmethod
     def from_betas(cls, betas: torch.Tensor, kind: str = "custom") -> NoiseSchedule:
         """Build the schedule from any betas in (0, 1), shape (T,)."""
         betas = torch.as_tensor(betas, dtype=torch.float64).flatten()

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ddpm_lessons.flow import check_flow_shift, flow_timesteps, sample_flow, velocity
+from ddpm_lessons.flow import check_flow_shift, check_flow_steps, flow_timesteps, sample_flow, velocity
 from ddpm_lessons.forward import predict_eps_from_x0, predict_x0_from_eps
 from ddpm_lessons.objectives import as_eps_model
 from ddpm_lessons.samplers import ddim_timesteps, draw_x_T, guided_eps, sample_ddim, sample_ddpm, sampling_device
@@ -144,7 +144,8 @@ def _lambda(schedule: NoiseSchedule, t: int) -> float:
 
 
 def _lam(point: tuple[float, float]) -> float:
-    """lambda = log(alpha / sigma) of a point (alpha, sigma) with sigma > 0; -inf at pure noise (alpha = 0)."""
+    """lambda = log(alpha / sigma) of a point (alpha, sigma) with sigma > 0 (Lu et al. 2022, Sec. 2); -inf at pure
+    noise (alpha = 0)."""
     alpha, sigma = point
     return math.log(alpha / sigma) if alpha > 0 else -math.inf
 
@@ -459,17 +460,15 @@ def sample_flow_multistep(
     """
     if method not in FLOW_MULTISTEP:
         raise ValueError(f"sample_flow_multistep: method must be one of {', '.join(FLOW_MULTISTEP)}, got {method!r}")
-    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-        raise ValueError(f"sample_flow_multistep: steps={steps!r} counts model evaluations and must be a positive int "
-                         "(10 is a good start)")  # fmt: skip
+    check_flow_steps(steps, "sample_flow_multistep")
     _check_b(b, "sample_flow_multistep")
     grid = flow_timesteps(steps, shift)  # checks the shift
     x = draw_x_T(shape, generator, device, dtype, x_T, model)
 
     def denoise(x, i):
-        return x - grid[i] * velocity(model, x, grid[i], y, guidance)  # x0_hat = x_s - s v, on the flow path
+        return x - grid[i] * velocity(model, x, grid[i], y, guidance)  # x0_hat = x_s - s v (Liu et al. 2023, Eq. 1)
 
-    points = [(1.0 - s, s) for s in grid]  # (alpha, sigma) = (1 - s, s)
+    points = [(1.0 - s, s) for s in grid]  # (alpha, sigma) of x_s = (1 - s) x0 + s eps (Liu et al. 2023, Eq. 1)
     predict, correct = (_exp_step, None) if method == "dpmpp-2m" else (functools.partial(_unip, b=b),
                                                                        functools.partial(_unic, b=b))  # fmt: skip
     name = {"dpmpp-2m": "flow DPM-Solver++(2M)", "unipc": "flow UniPC"}[method]

@@ -327,7 +327,7 @@ def vp_schedule(flow_times):
     """A schedule whose alpha_bar at t = 0, 1, ... is the flow path's at the given times (data end first), rescaled
     to variance one: x_s / c(s) with c(s) = sqrt((1 - s)^2 + s^2) has alpha = (1 - s) / c(s), sigma = s / c(s)."""
     ab = torch.tensor([(1 - s) ** 2 / ((1 - s) ** 2 + s**2) for s in flow_times], dtype=torch.float64)
-    return NoiseSchedule.from_betas(1 - ab / torch.cat([torch.ones(1, dtype=torch.float64), ab[:-1]]))
+    return NoiseSchedule.from_alpha_bar(ab)
 
 
 def test_on_the_straight_path_the_first_order_step_is_the_euler_step():

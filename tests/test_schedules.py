@@ -71,3 +71,19 @@ def test_unknown_kind_and_bad_t_name_the_fix():
         s.check_t(torch.tensor([0.5]), "q_sample")
     with pytest.raises(ValueError, match="beta_start"):
         make_beta_schedule("linear", 10, beta_start=0.5, beta_end=0.1)
+
+
+@pytest.mark.parametrize("kind", SCHEDULE_KINDS)
+def test_from_alpha_bar_gives_back_the_betas_of_each_kind(kind):
+    s = NoiseSchedule.make(kind, 1000)
+    again = NoiseSchedule.from_alpha_bar(s.alpha_bar, kind="again")
+    assert torch.allclose(again.betas, s.betas, rtol=1e-9, atol=1e-12)
+    assert torch.allclose(again.alpha_bar, s.alpha_bar, rtol=1e-12)
+    short = NoiseSchedule.from_alpha_bar(s.alpha_bar[::100])  # every 100th: the betas that reach those alpha_bar
+    assert torch.allclose(short.alpha_bar, s.alpha_bar[::100], rtol=1e-12)
+
+
+def test_from_alpha_bar_refuses_what_no_betas_give():
+    for bad in ([0.9, 0.95], [1.0, 0.5], [0.5, 0.0], [], [0.9, 0.9]):
+        with pytest.raises(ValueError, match="alpha_bar must fall strictly from below 1 to above 0"):
+            NoiseSchedule.from_alpha_bar(torch.tensor(bad, dtype=torch.float64))

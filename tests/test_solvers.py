@@ -83,7 +83,7 @@ def lambda_uniform_schedule(T=1000, lam=4.0):
     """A schedule whose log-SNR 2 lambda falls linearly in t, so DDIM's evenly spaced timesteps are even steps in
     lambda = log(alpha / sigma), from lam to -lam (alpha_bar from 0.99966 to 3.4e-4 for lam = 4)."""
     alpha_bar = torch.sigmoid(2 * torch.linspace(lam, -lam, T, dtype=torch.float64))
-    return NoiseSchedule.from_betas(1 - alpha_bar / torch.cat([torch.ones(1, dtype=torch.float64), alpha_bar[:-1]]))
+    return NoiseSchedule.from_alpha_bar(alpha_bar)
 
 
 def test_the_closed_form_solves_the_ode():
